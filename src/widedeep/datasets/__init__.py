@@ -1,0 +1,1 @@
+"""Data sets bundled with or downloadable by widedeep (census, ...)."""

@@ -1,0 +1,67 @@
+"""What differs between binary, multi-class and regression models: loss, outputs, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+
+
+def per_example_loss(logits: torch.Tensor, label: torch.Tensor, head: str) -> torch.Tensor:
+    """Logistic loss (binary), cross-entropy (multi-class) or squared error (regression)."""
+    if head == "binary":
+        return F.binary_cross_entropy_with_logits(logits[:, 0], label, reduction="none")
+    if head == "multiclass":
+        return F.cross_entropy(logits, label, reduction="none")
+    return (logits[:, 0] - label) ** 2
+
+
+def training_loss(
+    logits: torch.Tensor,
+    label: torch.Tensor,
+    weight: torch.Tensor | None,
+    head: str,
+    reduction: str,
+) -> torch.Tensor:
+    """The loss one step minimises: summed over the batch (the reference) or its mean."""
+    if weight is None and head == "binary":  # the fused kernel: the hot path of the reference run
+        return F.binary_cross_entropy_with_logits(logits[:, 0], label, reduction=reduction)
+    losses = per_example_loss(logits, label, head)
+    if weight is not None:
+        losses = losses * weight
+    return losses.sum() if reduction == "sum" else losses.mean()
+
+
+def outputs(logits: torch.Tensor, head: str) -> np.ndarray:
+    """P(positive) [rows] (binary), class probabilities [rows, k], or the predicted value."""
+    if head == "binary":
+        return torch.sigmoid(logits[:, 0]).numpy()
+    if head == "multiclass":
+        return torch.softmax(logits, dim=1).numpy()
+    return logits[:, 0].numpy()
+
+
+def evaluation_metrics(
+    logits: torch.Tensor,
+    label: torch.Tensor,
+    weight: torch.Tensor | None,
+    head: str,
+    batch_size: int | None,
+) -> dict[str, float]:
+    """The reference metrics for the head, from logits (losses computed stably from logits)."""
+    w = None if weight is None else weight.numpy()
+    with torch.no_grad():
+        losses = per_example_loss(logits, label, head).numpy()
+    if head == "binary":
+        return metrics.binary_classification_metrics(
+            label.numpy(), outputs(logits, head), w, losses=losses, batch_size=batch_size
+        )
+    if head == "multiclass":
+        return metrics.multiclass_metrics(
+            label.numpy(), outputs(logits, head), w, batch_size=batch_size
+        )
+    return metrics.regression_metrics(
+        label.numpy(), outputs(logits, head), w, batch_size=batch_size
+    )

@@ -1,0 +1,418 @@
+"""The run loop: joint FTRL + AdaGrad training, periodic evaluation, checkpoints, resume.
+
+As TensorFlow's ``wide_deep_run_loop``: train ``epochs_between_evals`` epochs,
+evaluate, log the reference metrics, repeat for ``train_epochs``; stop early
+once accuracy reaches ``stop_threshold``.  Unlike it: a checkpoint is written
+atomically after every evaluation (and on Ctrl-C / SIGTERM), a ``model_dir``
+that holds one resumes exactly where it stopped (same optimizer state, same
+data order), and one JSON line per evaluation goes to ``metrics.jsonl``.
+
+The loop knows nothing of any data set: it reads batches from a *source*
+(``epoch(e, skip)`` yields the batches of epoch ``e``), so in-memory tensors
+and streamed files train through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from . import artifact, optim
+from .batch import Batch
+from .heads import evaluation_metrics, training_loss
+from .model import ModelConfig, WideDeep
+from .transform import FeatureSpec
+
+OPTIMIZERS = ("ftrl", "adagrad", "adam", "adamw", "sgd", "rmsprop")
+EVAL_CHUNK = 1 << 16
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by Ctrl-C or SIGTERM after writing a checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train: the run loop's and the optimizers' settings (plain values)."""
+
+    train_epochs: int = 40
+    epochs_between_evals: int = 2
+    batch_size: int = 40
+    seed: int = 0
+    stop_threshold: float | None = None
+    linear_optimizer: str = "ftrl"
+    linear_learning_rate: float | None = None  # None: the canned estimators' default
+    linear_l1: float = 0.0
+    linear_l2: float = 0.0
+    dnn_optimizer: str = "adagrad"
+    dnn_learning_rate: float | None = None
+    weight_decay: float = 0.0
+    loss_reduction: str = "sum"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(self.train_epochs >= 1, f"train_epochs must be >= 1, got {self.train_epochs}")
+        need(
+            self.epochs_between_evals >= 1,
+            f"epochs_between_evals must be >= 1, got {self.epochs_between_evals}",
+        )
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(
+            self.linear_optimizer in OPTIMIZERS and self.dnn_optimizer in OPTIMIZERS,
+            f"optimizers must be among {OPTIMIZERS}, got {self.linear_optimizer!r} and "
+            f"{self.dnn_optimizer!r}",
+        )
+        need(
+            self.loss_reduction in ("sum", "mean"),
+            f"loss_reduction must be 'sum' or 'mean', got {self.loss_reduction!r}",
+        )
+        need(
+            self.stop_threshold is None or 0 < self.stop_threshold <= 1,
+            f"stop_threshold must be in (0, 1], got {self.stop_threshold}",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+class Source(Protocol):
+    """Anything that yields an epoch's training batches; ``skip`` resumes mid-epoch."""
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]: ...
+
+    def batches_per_epoch(self) -> int | None: ...
+
+
+class InMemory:
+    """Encoded rows in memory, reshuffled every epoch from ``seed`` (the fast path)."""
+
+    def __init__(self, data: Batch, batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        data = self.data
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            data = data.index(torch.randperm(len(data), generator=g))  # one gather per epoch
+        for start in range(skip * self.batch_size, len(data), self.batch_size):
+            yield data.index(slice(start, start + self.batch_size))  # views: no copy
+
+
+def as_source(data: Batch | Source, batch_size: int, seed: int, shuffle: bool = True) -> Source:
+    return InMemory(data, batch_size, seed, shuffle) if isinstance(data, Batch) else data
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def default_learning_rates(model_type: str, num_wide_columns: int) -> tuple[float, float]:
+    """The canned estimators' defaults: (FTRL rate, AdaGrad rate) for this model type."""
+    if model_type == "wide":  # LinearClassifier
+        return min(optim.LINEAR_ONLY_LEARNING_RATE_CAP, 1 / math.sqrt(num_wide_columns)), 0.0
+    if model_type == "deep":  # DNNClassifier
+        return 0.0, optim.DNN_ONLY_LEARNING_RATE
+    return optim.linear_learning_rate(num_wide_columns), optim.DNN_LEARNING_RATE
+
+
+def make_optimizer(
+    name: str, params: list, lr: float, config: TrainConfig
+) -> torch.optim.Optimizer:
+    """One of the supported optimizers, with TensorFlow's defaults where it had them."""
+    if name == "ftrl":
+        return optim.Ftrl(params, lr=lr, l1=config.linear_l1, l2=config.linear_l2)
+    if name == "adagrad":  # Keras Adagrad: accumulators start at 0.1, epsilon 1e-7
+        return torch.optim.Adagrad(  # fused: one kernel for all tensors, ~2x faster per step
+            params,
+            lr=lr,
+            initial_accumulator_value=0.1,
+            eps=1e-7,
+            weight_decay=config.weight_decay,
+            fused=True,
+        )
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=True)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=config.weight_decay, foreach=True)
+    return torch.optim.SGD(params, lr=lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def make_optimizers(model: WideDeep, num_wide_columns: int, config: TrainConfig) -> dict:
+    """{"linear": FTRL over the wide part, "dnn": AdaGrad over the deep part}, as present."""
+    default_linear, default_dnn = default_learning_rates(model.config.model_type, num_wide_columns)
+    out = {}
+    if model.has_wide:
+        lr = config.linear_learning_rate or default_linear
+        out["linear"] = make_optimizer(config.linear_optimizer, model.wide_parameters(), lr, config)
+    if model.has_deep:
+        lr = config.dnn_learning_rate or default_dnn
+        out["dnn"] = make_optimizer(config.dnn_optimizer, model.deep_parameters(), lr, config)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict_logits(model: WideDeep, data: Batch | Source) -> tuple[torch.Tensor, Batch | None]:
+    """Logits for every row, in order, in chunks; also the rows' labels when streaming."""
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(data, Batch):
+            chunks = [
+                model(data.index(slice(i, i + EVAL_CHUNK))) for i in range(0, len(data), EVAL_CHUNK)
+            ]
+            return torch.cat(chunks) if chunks else torch.zeros(0, 1), None
+        logits, labels = [], []
+        for batch in data.epoch(0):
+            logits.append(model(batch))
+            labels.append(batch)
+        return torch.cat(logits), Batch.concat(labels)
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: WideDeep, data: Batch | Source, head: str, batch_size: int | None) -> dict:
+    """The reference metrics over all rows of ``data`` (exact, not averaged per batch)."""
+    logits, streamed = predict_logits(model, data)
+    rows = streamed if streamed is not None else data
+    if rows.label is None:
+        raise ValueError("evaluation data has no label column")
+    return evaluation_metrics(logits, rows.label, rows.weight, head, batch_size)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainState:
+    """Where training is: saved in every checkpoint so that a resumed run continues exactly."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    model: WideDeep
+    metrics: dict[str, Any]
+    state: TrainState
+    checkpoint: Path | None
+
+
+def train(
+    spec: FeatureSpec,
+    train_data: Batch | Source,
+    eval_data: Batch | Source | None,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    model_dir: str | Path | None = None,
+    *,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+    init_model: Callable[[WideDeep], None] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a Wide & Deep model jointly; resume from ``model_dir`` if it holds a checkpoint."""
+    torch.manual_seed(config.seed)
+    model = WideDeep(model_config)
+    if init_model is not None:  # warm start, before optimizer state exists
+        init_model(model)
+    optimizers = make_optimizers(model, len(spec.wide_columns), config)
+    head = spec.label.head if spec.label else "binary"
+    state = TrainState()
+    model_dir = Path(model_dir) if model_dir is not None else None
+    settings = {"train": config.to_dict(), **(settings or {})}
+
+    checkpoint = artifact.latest_checkpoint(model_dir) if model_dir else None
+    if checkpoint is not None:
+        state = _restore(checkpoint, spec, model, optimizers)
+        log(f"resuming from {checkpoint} (epoch {state.epoch}, step {state.global_step})")
+
+    source = as_source(train_data, config.batch_size, config.seed)
+    eval_source = eval_data
+
+    def save() -> Path | None:
+        if model_dir is None:
+            return None
+        extra_tensors, meta = {}, {}
+        for name, opt in optimizers.items():
+            tensors, meta[name] = artifact.optimizer_tensors(opt, name)
+            extra_tensors.update(tensors)
+        extra_tensors["rng"] = torch.get_rng_state()
+        return artifact.write_checkpoint(
+            model_dir,
+            f"ckpt-{state.global_step:010d}",
+            spec=spec,
+            model=model,
+            settings=settings,
+            metrics=state.history[-1] if state.history else None,
+            extra_tensors={"optimizer.safetensors": extra_tensors},
+            extra_json={"trainer.json": {**asdict(state), "optimizers": meta}},
+        )
+
+    model.train()
+    opts = list(optimizers.values())
+    metrics: dict[str, Any] = state.history[-1] if state.history else {}
+    steps_per_epoch = source.batches_per_epoch()
+    start_epoch = state.epoch
+    try:
+        with _sigterm_as_interrupt():
+            for epoch in range(start_epoch, config.train_epochs):
+                if metrics.get("accuracy", 0) >= (config.stop_threshold or 2):
+                    break
+                t0 = time.perf_counter()
+                examples = 0
+                bar = tqdm(
+                    total=steps_per_epoch,
+                    initial=state.step_in_epoch,
+                    desc=f"epoch {epoch + 1}/{config.train_epochs}",
+                    disable=quiet or not sys.stderr.isatty(),
+                    leave=False,
+                    unit="step",
+                )
+                running = torch.zeros(())
+                for batch in source.epoch(epoch, skip=state.step_in_epoch):
+                    logits = model(batch)
+                    loss = training_loss(
+                        logits, batch.label, batch.weight, head, config.loss_reduction
+                    )
+                    for opt in opts:
+                        opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for opt in opts:
+                        opt.step()
+                    state.step_in_epoch += 1
+                    state.global_step += 1
+                    examples += len(batch)
+                    running += loss.detach()
+                    if state.step_in_epoch % 200 == 0 and not bar.disable:
+                        bar.set_postfix(loss=f"{running.item() / 200:.4g}", refresh=False)
+                        running.zero_()
+                        bar.update(200)
+                bar.close()
+                dt = time.perf_counter() - t0
+                state.elapsed_s += dt
+                state.epoch += 1
+                state.step_in_epoch = 0
+                done = state.epoch == config.train_epochs
+                if eval_source is not None and (
+                    state.epoch % config.epochs_between_evals == 0 or done
+                ):
+                    t1 = time.perf_counter()
+                    metrics = evaluate(model, eval_source, head, config.batch_size)
+                    metrics = {
+                        **metrics,
+                        "global_step": state.global_step,
+                        "epoch": state.epoch,
+                        "elapsed_s": round(state.elapsed_s, 3),
+                        "eval_s": round(time.perf_counter() - t1, 3),
+                        "train_examples_per_s": round(examples / dt) if dt > 0 else None,
+                    }
+                    state.history.append(metrics)
+                    log(_format_eval(metrics))
+                    if model_dir is not None:
+                        save()
+                        with open(model_dir / "metrics.jsonl", "a") as f:
+                            f.write(json.dumps(metrics) + "\n")
+                elif done and model_dir is not None:
+                    save()
+    except KeyboardInterrupt:
+        path = save()
+        where = f" to {path}" if path else ""
+        raise TrainingInterrupted(
+            f"interrupted at epoch {state.epoch + 1}, step {state.global_step}; checkpoint "
+            f"written{where}. Run the same command again to resume"
+            + ("" if model_dir else " (no model_dir was given, so nothing was saved)")
+        ) from None
+    model.eval()
+    return TrainResult(
+        model, metrics, state, artifact.latest_checkpoint(model_dir) if model_dir else None
+    )
+
+
+def _restore(checkpoint: Path, spec: FeatureSpec, model: WideDeep, optimizers: dict) -> TrainState:
+    saved_spec, saved_model, _, _ = artifact.read_model_dir(checkpoint)
+    if saved_spec.to_dict() != spec.to_dict() or saved_model.config != model.config:
+        raise ValueError(
+            f"{checkpoint.parent} holds a checkpoint of a different model (other columns, data "
+            "or shapes); pass --clean to start over or choose another --model_dir"
+        )
+    model.load_state_dict(saved_model.state_dict())
+    trainer = json.loads((checkpoint / "trainer.json").read_text())
+    tensors = artifact.read_tensors(checkpoint / "optimizer.safetensors")
+    for name, opt in optimizers.items():
+        artifact.load_optimizer(opt, name, tensors, trainer["optimizers"][name])
+    torch.set_rng_state(tensors["rng"])
+    trainer.pop("optimizers")
+    return TrainState(**trainer)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (e.g. a scheduler stopping the job) checkpoints like Ctrl-C does."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+REPORT_KEYS = (
+    "accuracy",
+    "accuracy_baseline",
+    "auc",
+    "auc_precision_recall",
+    "average_loss",
+    "label/mean",
+    "loss",
+    "precision",
+    "prediction/mean",
+    "recall",
+    "rmse",
+    "mae",
+)
+
+
+def _format_eval(m: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k} = {m[k]:.4f}" for k in REPORT_KEYS if k in m)
+    speed = m.get("train_examples_per_s")
+    return f"epoch {m['epoch']:>3}  global_step = {m['global_step']}  {shown}" + (
+        f"  ({speed:,} train examples/s, eval {m['eval_s']:.2f}s)" if speed else ""
+    )
