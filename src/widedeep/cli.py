@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count (0 or more), got {text!r}")
+    return value
+
+
 def _hidden_units(text: str) -> list[int]:
     try:
         units = [int(u) for u in text.replace(" ", "").split(",") if u]
@@ -63,6 +74,20 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(data, "spec", help="feature spec file (YAML/JSON) for your own data")
     _flag(data, "train", help="training data file (CSV, Parquet or JSON lines)")
     _flag(data, "eval", help="evaluation data file")
+    _flag(data, "encoding", default="utf-8", help="text encoding of CSV files (e.g. latin-1)")
+    _flag(
+        data,
+        "skip_bad_rows",
+        action="store_true",
+        help="skip rows that cannot be used (and count them) instead of stopping at the first",
+    )
+    _flag(
+        data,
+        "max_bad_rows",
+        type=_count,
+        default=None,
+        help="skip up to N bad rows, stop past that (implies --skip_bad_rows)",
+    )
 
     model = p.add_argument_group("model")
     _flag(model, "model_type", default="wide_deep", choices=["wide", "deep", "wide_deep"])
@@ -121,7 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec, train_table, eval_table, source = _load_data(args)
+    from .badrows import BadRows
+
+    bad_rows = BadRows("skip" if args.skip_bad_rows else "error", args.max_bad_rows)
+    spec, train_table, eval_table, source = _load_data(args, bad_rows)
     model_dir = Path(args.model_dir)
     if args.clean and model_dir.exists():
         _clean(model_dir)
@@ -153,6 +181,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         sparse_wide=args.sparse_wide,
     )
     say = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
+    if bad_rows.ignored_columns:
+        say(f"ignoring column(s) the spec does not read: {', '.join(bad_rows.ignored_columns)}")
+    if bad_rows.total:
+        say(f"{bad_rows.summary()} (the first of each: {bad_rows.examples})")
     say(
         f"widedeep {__version__}: {model_config.model_type} on {source}: "
         f"{len(train_batch):,} train / {len(eval_batch) if eval_batch else 0:,} eval rows, "
@@ -168,12 +200,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         log=say,
         settings={"source": source},
+        run_info={"bad_rows": bad_rows.to_dict()} if bad_rows.skip else None,
     )
     elapsed = time.perf_counter() - t0
     if args.export_dir:
         path = export(result.checkpoint, args.export_dir)
         say(f"exported to {path}")
     _print_table(result.metrics)
+    if bad_rows.skip:
+        print(bad_rows.summary())
     print(f"done in {elapsed:.1f}s; model in {result.checkpoint or model_dir}")
     return 0
 
@@ -195,8 +230,11 @@ def export(model_path: Path | str, export_dir: Path | str) -> Path:
     return target
 
 
-def _load_data(args: argparse.Namespace):
-    """(unfitted spec, train table, eval table, description) for the chosen data."""
+def _load_data(args: argparse.Namespace, bad_rows):
+    """(unfitted spec, train table, eval table, description) for the chosen data.
+
+    Rows the spec cannot encode stop the run or are skipped, as ``bad_rows`` says.
+    """
     if args.spec or args.train:
         if not (args.spec and args.train):
             raise UsageError("--spec and --train go together (--eval is optional)")
@@ -204,16 +242,18 @@ def _load_data(args: argparse.Namespace):
         from .spec_file import load_spec_file
 
         spec = load_spec_file(args.spec)
-        train_table = read_table(args.train)
-        eval_table = read_table(args.eval) if args.eval else None
-        return spec, train_table, eval_table, args.train
+
+        def read(path: str):
+            return read_table(path, encoding=args.encoding, spec=spec, bad_rows=bad_rows)
+
+        return spec, read(args.train), read(args.eval) if args.eval else None, args.train
     from .datasets import census
 
     if args.download:
         if not args.data_dir:
             raise UsageError("--download needs --data_dir DIR to download into")
         census.download_census(args.data_dir)
-    train_table, eval_table = census.load_census(args.data_dir)
+    train_table, eval_table = census.load_census(args.data_dir, bad_rows=bad_rows)
     return census.census_spec(), train_table, eval_table, "census (UCI Adult)"
 
 
@@ -262,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except TrainingInterrupted as e:
-        print(f"widedeep: {e}", file=sys.stderr)
+        again = shlex.join(["widedeep", *(sys.argv[1:] if argv is None else argv)])
+        print(f"widedeep: {e}: {again}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("widedeep: interrupted", file=sys.stderr)

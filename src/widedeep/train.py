@@ -240,8 +240,12 @@ def train(
     log: Callable[[str], None] = print,
     init_model: Callable[[WideDeep], None] | None = None,
     settings: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train a Wide & Deep model jointly; resume from ``model_dir`` if it holds a checkpoint."""
+    """Train a Wide & Deep model jointly; resume from ``model_dir`` if it holds a checkpoint.
+
+    ``run_info`` (JSON-able, e.g. the bad-row tally) is added to every metrics.jsonl line.
+    """
     torch.manual_seed(config.seed)
     model = WideDeep(model_config)
     if init_model is not None:  # warm start, before optimizer state exists
@@ -256,6 +260,10 @@ def train(
     if checkpoint is not None:
         state = _restore(checkpoint, spec, model, optimizers)
         log(f"resuming from {checkpoint} (epoch {state.epoch}, step {state.global_step})")
+        # a kill between a checkpoint and its log line (or mid-line) must not leave the log
+        # disagreeing with the checkpoint: the checkpoint's history is the truth
+        lines = "".join(json.dumps({**m, **(run_info or {})}) + "\n" for m in state.history)
+        artifact.atomic_write(model_dir / "metrics.jsonl", lines.encode())
 
     source = as_source(train_data, config.batch_size, config.seed)
     eval_source = eval_data
@@ -342,16 +350,20 @@ def train(
                     if model_dir is not None:
                         save()
                         with open(model_dir / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps(metrics) + "\n")
+                            f.write(json.dumps({**metrics, **(run_info or {})}) + "\n")
                 elif done and model_dir is not None:
                     save()
     except KeyboardInterrupt:
         path = save()
         where = f" to {path}" if path else ""
         raise TrainingInterrupted(
-            f"interrupted at epoch {state.epoch + 1}, step {state.global_step}; checkpoint "
-            f"written{where}. Run the same command again to resume"
-            + ("" if model_dir else " (no model_dir was given, so nothing was saved)")
+            f"interrupted at epoch {state.epoch + 1}, step {state.global_step}; "
+            + (
+                f"checkpoint written{where}; to resume, run the same command again (or train() "
+                "with the same model_dir)"
+                if model_dir
+                else "no model_dir was given, so nothing was saved"
+            )
         ) from None
     model.eval()
     return TrainResult(
@@ -367,13 +379,20 @@ def _restore(checkpoint: Path, spec: FeatureSpec, model: WideDeep, optimizers: d
             "or shapes); pass --clean to start over or choose another --model_dir"
         )
     model.load_state_dict(saved_model.state_dict())
-    trainer = json.loads((checkpoint / "trainer.json").read_text())
+    trainer = artifact._read_json(checkpoint / "trainer.json")
     tensors = artifact.read_tensors(checkpoint / "optimizer.safetensors")
-    for name, opt in optimizers.items():
-        artifact.load_optimizer(opt, name, tensors, trainer["optimizers"][name])
-    torch.set_rng_state(tensors["rng"])
-    trainer.pop("optimizers")
-    return TrainState(**trainer)
+    try:
+        for name, opt in optimizers.items():
+            artifact.load_optimizer(opt, name, tensors, trainer["optimizers"][name])
+        torch.set_rng_state(tensors["rng"])
+        trainer.pop("optimizers")
+        return TrainState(**trainer)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise artifact.ModelFileError(
+            f"{checkpoint}: trainer.json or optimizer.safetensors does not hold this run's "
+            f"training state ({type(e).__name__}: {e}); delete that checkpoint directory to "
+            "resume from the one before, or pass --clean to start over"
+        ) from None
 
 
 @contextmanager
