@@ -359,8 +359,7 @@ def train(
         raise TrainingInterrupted(
             f"interrupted at epoch {state.epoch + 1}, step {state.global_step}; "
             + (
-                f"checkpoint written{where}; to resume, run the same command again (or train() "
-                "with the same model_dir)"
+                f"checkpoint written{where}; to resume, run the same command again"
                 if model_dir
                 else "no model_dir was given, so nothing was saved"
             )
