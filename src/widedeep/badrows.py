@@ -167,7 +167,8 @@ def problems(
             unparsable, values, rows = _numbers(_column(table, column.key))
             out.append((NOT_A_NUMBER, column.key, _any_per_row(unparsable, rows)))
             if column.default_value is None:
-                out.append((NOT_FINITE, column.key, _any_per_row(~np.isfinite(values), rows)))
+                finite = np.isfinite(values.astype(np.float32))  # as the encoder checks
+                out.append((NOT_FINITE, column.key, _any_per_row(~finite, rows)))
         elif isinstance(column, fc.IdentityColumn) and column.key in present:
             unparsable, values, rows = _numbers(_column(table, column.key))
             fractional = np.isfinite(values) & (values != np.floor(np.nan_to_num(values)))

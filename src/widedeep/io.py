@@ -81,6 +81,16 @@ def read_table(
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read it as {kind}: {e}") from None
         where = lambda row: (f"{path}: row {row + 1}", None)  # noqa: E731
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: the header is not valid UTF-8 text; set the file's encoding with "
+            "--encoding (encoding= in Python), e.g. latin-1"
+        ) from None
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{path}: column(s) {twice} appear more than once; rename them")
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows (only a header); give a file with data")
     if spec is not None:
@@ -122,6 +132,11 @@ def _read_csv(
             policy.found(
                 WRONG_FIELDS, 1, lambda: _wrong_fields(path, delimiter, encoding, first[0])
             )
+        if "Expected" in str(e) and "columns, got" in str(e):  # Arrow could not show us the row
+            raise DataError(
+                f"{path}: a row has the wrong number of fields and is not valid {encoding} text "
+                f"({e}); set the file's encoding with --encoding (e.g. latin-1) and fix that line"
+            ) from None
         if "Empty CSV file" in str(e):
             raise DataError(f"{path} is empty; give a file with a header and data rows") from None
         raise DataError(f"{path}: cannot read it as CSV: {e}") from None

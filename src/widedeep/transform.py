@@ -608,7 +608,7 @@ class _Encoder:
                 code = np.zeros(self.n, dtype=np.int64)
                 for ids, table in parts:
                     code *= len(table)
-                    code += ids.values
+                    code += np.maximum(ids.values, 0)  # rows with a -1 are set to -1 below
                 out = combos.astype(np.int64)[code]
             else:
                 comps = [table[np.maximum(ids.values, 0)] for ids, table in parts]
@@ -642,7 +642,8 @@ def _strings(arr: pa.Array) -> pa.Array:
         values = arr.to_numpy(zero_copy_only=False)
         if np.isnan(values).any():  # NaN is a missing value, as in pandas
             arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
-        if np.all(np.isnan(values) | (values == np.floor(values))):
+        whole = (values == np.floor(values)) & (np.abs(values) < 2**63)  # fits in int64
+        if np.all(np.isnan(values) | whole):
             arr = pc.cast(arr, pa.int64())
     return pc.cast(arr, pa.string())
 
@@ -735,7 +736,7 @@ def _numeric(table: pa.Table, column: fc.NumericColumn, for_fit: bool = False) -
             f"got {arr.type}"
         )
     values = _to_float(arr, column.key, allow_null=True).reshape(-1, k)
-    bad = ~np.isfinite(values)
+    bad = ~np.isfinite(values.astype(np.float32))  # beyond float32 would be inf in the model
     if bad.any():
         if for_fit:
             return values[~bad.any(axis=1)]
