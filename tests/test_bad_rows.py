@@ -115,7 +115,9 @@ def test_empty_and_header_only_files(tmp_path):
     with pytest.raises(DataError, match="no data rows"):
         read_table(write(tmp_path, name="header.csv"))
     with pytest.raises(DataError, match="every row is bad"):
-        read_table(write(tmp_path, b"x,A,no,1\n", name="all_bad.csv"), spec=spec(), on_bad_rows="skip")
+        read_table(
+            write(tmp_path, b"x,A,no,1\n", name="all_bad.csv"), spec=spec(), on_bad_rows="skip"
+        )
 
 
 def test_in_memory_table_and_binary_label_without_classes():
@@ -203,9 +205,13 @@ def test_cli_census_bad_rows(dirty_census, tmp_path, capsys):
 
 
 def test_cli_user_csv_bad_rows(tmp_path, capsys):
-    pytest.importorskip("widedeep.spec_file")  # --spec files arrive with the spec-file issue
-    spec_path = tmp_path / "spec.json"
-    spec_path.write_text(spec().to_json())
+    spec_path = tmp_path / "spec.json"  # the same spec as spec(), as a spec file
+    spec_path.write_text(json.dumps({
+        "label": {"key": "y", "head": "binary", "classes": ["no", "yes"]},
+        "columns": {"city": {"type": "hash_bucket", "hash_bucket_size": 10},
+                    "age": {"type": "numeric"}},
+        "wide": ["city"], "deep": ["age"],
+    }))  # fmt: skip
     train = write(tmp_path, GOOD[0], b"oops,Rome,no,c\n", GOOD[1], GOOD[2], name="train.csv")
     argv = ["train", "--spec", str(spec_path), "--train", str(train), "--eval", str(train),
             "--train_epochs", "1", "--threads", "1", "--quiet"]  # fmt: skip

@@ -105,7 +105,9 @@ def test_spec_edited_into_nonsense(copy, text):
 )
 def test_config_edited_into_nonsense(copy, model):
     config = json.loads((copy / "config.json").read_text())
-    config["model"] = {**config["model"], **json.loads(model)} if "{" in model else json.loads(model)
+    config["model"] = (
+        {**config["model"], **json.loads(model)} if "{" in model else json.loads(model)
+    )
     (copy / "config.json").write_text(json.dumps(config))
     rehash(copy)
     refuses(copy, "config.json")

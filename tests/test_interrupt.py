@@ -105,7 +105,9 @@ def test_kill_9_then_ctrl_c_then_resume_gives_the_uninterrupted_weights(census_d
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
     # the log holds one line per evaluation, none lost or doubled by the interruptions
-    epochs = [json.loads(x)["epoch"] for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(x)["epoch"] for x in (model_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == list(range(1, EPOCHS + 1))
     assert not [p.name for p in model_dir.iterdir() if p.name.endswith(".tmp")]
 
@@ -122,7 +124,9 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(small, tmp_path):
     spec, train_batch, eval_batch = small
     model_config = ModelConfig.from_spec(spec, hidden_units=[8])
     config = TrainConfig(train_epochs=2, epochs_between_evals=1, batch_size=10)
-    straight = train(spec, train_batch, eval_batch, model_config, config, tmp_path / "a", quiet=True)
+    straight = train(
+        spec, train_batch, eval_batch, model_config, config, tmp_path / "a", quiet=True
+    )
 
     class TermAt:  # a source that delivers SIGTERM to this process at a given step
         def __init__(self, at: int) -> None:

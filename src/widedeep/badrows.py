@@ -167,7 +167,8 @@ def problems(
             unparsable, values, rows = _numbers(_column(table, column.key))
             out.append((NOT_A_NUMBER, column.key, _any_per_row(unparsable, rows)))
             if column.default_value is None:
-                finite = np.isfinite(values.astype(np.float32))  # as the encoder checks
+                with np.errstate(over="ignore"):  # as the encoder checks: float32 range
+                    finite = np.isfinite(values.astype(np.float32))
                 out.append((NOT_FINITE, column.key, _any_per_row(~finite, rows)))
         elif isinstance(column, fc.IdentityColumn) and column.key in present:
             unparsable, values, rows = _numbers(_column(table, column.key))
@@ -201,7 +202,10 @@ def _label_problems(spec: FeatureSpec, arr: pa.Array) -> list[tuple[str, str, np
     classes = spec.label.classes
     if classes is None and spec.is_fitted:
         classes = spec.classes_
-    text = _strings(arr)
+    try:
+        text = _strings(arr)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DataError(f"label column {key!r}: values are not class names ({e})") from None
     missing = text.is_null().to_numpy(zero_copy_only=False)
     if classes is None:  # classes learned from these rows by fit
         return [(MISSING_LABEL, key, missing)]

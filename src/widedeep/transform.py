@@ -413,9 +413,13 @@ class FeatureSpec:
                     "Label(key, classes=['no', 'yes'])"
                 )
             return values.astype(np.float32)
-        ids = pc.index_in(_strings(arr), value_set=pa.array(list(classes))).to_numpy(
-            zero_copy_only=False
-        )
+        try:
+            text = _strings(arr)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(
+                f"label column {label.key!r}: values are not class names ({e})"
+            ) from None
+        ids = pc.index_in(text, value_set=pa.array(list(classes))).to_numpy(zero_copy_only=False)
         bad = np.isnan(ids) if ids.dtype.kind == "f" else np.zeros(len(ids), bool)
         if bad.any():
             row = int(np.argmax(bad))
@@ -764,7 +768,8 @@ def _numeric(table: pa.Table, column: fc.NumericColumn, for_fit: bool = False) -
             f"got {arr.type}"
         )
     values = _to_float(arr, column.key, allow_null=True).reshape(-1, k)
-    bad = ~np.isfinite(values.astype(np.float32))  # beyond float32 would be inf in the model
+    with np.errstate(over="ignore"):  # beyond float32 would be inf in the model
+        bad = ~np.isfinite(values.astype(np.float32))
     if bad.any():
         if for_fit:
             return values[~bad.any(axis=1)]
