@@ -99,6 +99,14 @@ def test_line_numbers_count_blank_lines_and_quoted_newlines(tmp_path):
         read_table(path, spec=spec())
 
 
+def test_short_row_that_is_not_utf8_either(tmp_path, capfd):
+    path = write(tmp_path, GOOD[0], b"31,Caf\xe9\n", GOOD[1])
+    for policy in ("error", "skip"):  # Arrow cannot hand such a row over to be skipped
+        with pytest.raises(DataError, match=f"{path}:3: {WRONG_FIELDS}, and not valid utf-8"):
+            read_table(path, spec=spec(), on_bad_rows=policy)
+    assert capfd.readouterr().err == ""  # no noise from inside Arrow
+
+
 def test_encoding_option_reads_latin1(tmp_path):
     path = write(tmp_path, GOOD[0], "31,Café,no,d\n".encode("latin-1"))
     table = read_table(path, spec=spec(), encoding="latin-1")

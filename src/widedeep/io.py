@@ -10,8 +10,11 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -114,12 +117,15 @@ def _read_csv(
         return "skip"
 
     try:
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=column_names, encoding=encoding),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-        )
+        with _quiet_undecodable_rows():
+            return pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=column_names, encoding=encoding),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, invalid_row_handler=on_invalid
+                ),
+                convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+            )
     except LookupError:
         raise DataError(f"unknown encoding {encoding!r}; give a Python codec name") from None
     except UnicodeDecodeError as e:
@@ -133,13 +139,34 @@ def _read_csv(
                 WRONG_FIELDS, 1, lambda: _wrong_fields(path, delimiter, encoding, first[0])
             )
         if "Expected" in str(e) and "columns, got" in str(e):  # Arrow could not show us the row
+            lines = _Lines(path, delimiter, encoding, header=False)
+            width = len(column_names) if column_names else len(next(lines.records())[1])
+            line = lines.first_with_fields_not(width)
             raise DataError(
-                f"{path}: a row has the wrong number of fields and is not valid {encoding} text "
-                f"({e}); set the file's encoding with --encoding (e.g. latin-1) and fix that line"
+                f"{path}:{line}: {WRONG_FIELDS}, and not valid {encoding} text ({e}); set the "
+                "file's encoding with --encoding (encoding= in Python), e.g. latin-1, and fix "
+                "that line"
             ) from None
         if "Empty CSV file" in str(e):
             raise DataError(f"{path} is empty; give a file with a header and data rows") from None
         raise DataError(f"{path}: cannot read it as CSV: {e}") from None
+
+
+@contextmanager
+def _quiet_undecodable_rows() -> Iterator[None]:
+    """Arrow cannot hand a row that is not UTF-8 to the handler: it prints the decoding
+    error and fails the read, which we then report in one line; keep stderr clean."""
+    previous = sys.unraisablehook
+
+    def hook(info: Any) -> None:
+        if not isinstance(info.exc_value, UnicodeDecodeError):
+            previous(info)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _wrong_fields(path: Path, delimiter: str, encoding: str, row: pacsv.InvalidRow) -> str:
@@ -164,7 +191,7 @@ class _Lines:
     def __init__(self, path: Path, delimiter: str, encoding: str, header: bool) -> None:
         self.path, self.delimiter, self.encoding, self.header = path, delimiter, encoding, header
 
-    def _records(self) -> Iterator[tuple[int, list[str]]]:
+    def records(self) -> Iterator[tuple[int, list[str]]]:
         opener = gzip.open if self.path.name.lower().endswith(".gz") else open
         with opener(self.path, "rb") as raw:
             text = io.TextIOWrapper(raw, encoding=self.encoding, errors="replace", newline="")
@@ -176,14 +203,14 @@ class _Lines:
                 start = reader.line_num + 1
 
     def first_with_fields_not(self, expected: int) -> int | None:
-        for line, fields in self._records():
+        for line, fields in self.records():
             if len(fields) != expected:
                 return line
         return None
 
     def describe(self, row: int) -> tuple[str, str | None]:
         """(``file:line``, text) of data row ``row`` (rows of a wrong field count were skipped)."""
-        records = self._records()
+        records = self.records()
         try:
             _, header = next(records)
         except StopIteration:

@@ -3,7 +3,8 @@
 As TensorFlow's ``wide_deep_run_loop``: train ``epochs_between_evals`` epochs,
 evaluate, log the reference metrics, repeat for ``train_epochs``; stop early
 once accuracy reaches ``stop_threshold``.  Unlike it: a checkpoint is written
-atomically after every evaluation (and on Ctrl-C / SIGTERM), a ``model_dir``
+atomically after every evaluation (every ``epochs_between_evals`` epochs even
+without evaluation data, and on Ctrl-C / SIGTERM), a ``model_dir``
 that holds one resumes exactly where it stopped (same optimizer state, same
 data order), and one JSON line per evaluation goes to ``metrics.jsonl``.
 
@@ -359,7 +360,9 @@ def train(
                         save()
                         with open(model_dir / "metrics.jsonl", "a") as f:
                             f.write(json.dumps({**metrics, **(run_info or {})}) + "\n")
-                elif done and model_dir is not None:
+                elif model_dir is not None and (
+                    state.epoch % config.epochs_between_evals == 0 or done
+                ):  # no evaluation data: still checkpoint as often, or a kill -9 loses it all
                     save()
                 if reached:
                     break
