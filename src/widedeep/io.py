@@ -106,23 +106,24 @@ def read_table(
 def _read_csv(
     path: Path, column_names: list[str] | None, delimiter: str, encoding: str, policy: BadRows
 ) -> pa.Table:
-    first: list[pacsv.InvalidRow] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        if not first:
-            first.append(row)
-        if not policy.skip:
-            return "error"
-        policy.found(WRONG_FIELDS, 1, lambda: _wrong_fields(path, delimiter, encoding, row))
+    def on_invalid(row: pacsv.InvalidRow) -> str:  # skip mode only
+        policy.found(
+            WRONG_FIELDS, 1, lambda: _wrong_fields(path, delimiter, encoding, column_names)
+        )
         return "skip"
 
+    # A Python handler runs on Arrow's threads, and a process exiting just after such a read
+    # can abort in C++ ("terminate called without an active exception"): so the handler
+    # is passed only when skipping, and then the read is single-threaded.
     try:
         with _quiet_undecodable_rows():
             return pacsv.read_csv(
                 path,
-                read_options=pacsv.ReadOptions(column_names=column_names, encoding=encoding),
+                read_options=pacsv.ReadOptions(
+                    column_names=column_names, encoding=encoding, use_threads=not policy.skip
+                ),
                 parse_options=pacsv.ParseOptions(
-                    delimiter=delimiter, invalid_row_handler=on_invalid
+                    delimiter=delimiter, invalid_row_handler=on_invalid if policy.skip else None
                 ),
                 convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
             )
@@ -134,19 +135,16 @@ def _read_csv(
             "encoding with --encoding (encoding= in Python), e.g. latin-1"
         ) from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
-        if first:  # the handler said "error": name the line and the fix
+        if "Expected" in str(e) and "columns, got" in str(e):
+            if policy.skip:  # Arrow could not decode the row to hand it over to be skipped
+                where = _wrong_fields(path, delimiter, encoding, column_names)
+                raise DataError(
+                    f"{where}; the line is not valid {encoding} text either: set the file's "
+                    "encoding with --encoding (encoding= in Python), e.g. latin-1, or fix it"
+                ) from None
             policy.found(
-                WRONG_FIELDS, 1, lambda: _wrong_fields(path, delimiter, encoding, first[0])
+                WRONG_FIELDS, 1, lambda: _wrong_fields(path, delimiter, encoding, column_names)
             )
-        if "Expected" in str(e) and "columns, got" in str(e):  # Arrow could not show us the row
-            lines = _Lines(path, delimiter, encoding, header=False)
-            width = len(column_names) if column_names else len(next(lines.records())[1])
-            line = lines.first_with_fields_not(width)
-            raise DataError(
-                f"{path}:{line}: {WRONG_FIELDS}, and not valid {encoding} text ({e}); set the "
-                "file's encoding with --encoding (encoding= in Python), e.g. latin-1, and fix "
-                "that line"
-            ) from None
         if "Empty CSV file" in str(e):
             raise DataError(f"{path} is empty; give a file with a header and data rows") from None
         raise DataError(f"{path}: cannot read it as CSV: {e}") from None
@@ -169,15 +167,21 @@ def _quiet_undecodable_rows() -> Iterator[None]:
         sys.unraisablehook = previous
 
 
-def _wrong_fields(path: Path, delimiter: str, encoding: str, row: pacsv.InvalidRow) -> str:
-    line = _Lines(path, delimiter, encoding, header=False).first_with_fields_not(
-        row.expected_columns
-    )
-    where = f"{path}:{line}" if line else str(path)
-    return (
-        f"{where}: {WRONG_FIELDS} (expected {row.expected_columns}, got {row.actual_columns}): "
-        f"{shorten(row.text)!r}"
-    )
+def _wrong_fields(path: Path, delimiter: str, encoding: str, column_names: list[str] | None) -> str:
+    """``file:line: wrong number of fields (expected n, got m): text`` of the first such line."""
+    lines = _Lines(path, delimiter, encoding, header=False)
+    records = lines.records()
+    first = next(records, None)
+    if first is None:
+        return f"{path}: {WRONG_FIELDS}"
+    expected = len(column_names) if column_names else len(first[1])
+    for line, fields in [first, *records] if column_names else records:
+        if len(fields) != expected:
+            return (
+                f"{path}:{line}: {WRONG_FIELDS} (expected {expected}, got {len(fields)}): "
+                f"{shorten(delimiter.join(fields))!r}"
+            )
+    return f"{path}: {WRONG_FIELDS}"
 
 
 class _Lines:
@@ -201,12 +205,6 @@ class _Lines:
                 if fields:  # Arrow skips empty lines too
                     yield start, fields
                 start = reader.line_num + 1
-
-    def first_with_fields_not(self, expected: int) -> int | None:
-        for line, fields in self.records():
-            if len(fields) != expected:
-                return line
-        return None
 
     def describe(self, row: int) -> tuple[str, str | None]:
         """(``file:line``, text) of data row ``row`` (rows of a wrong field count were skipped)."""

@@ -198,7 +198,9 @@ def _parse(raw: bytes, name: str, bad_rows: BadRows | None = None) -> pa.Table:
         # vectorised Arrow kernels, one pass per column.
         table = pacsv.read_csv(
             pa.py_buffer(_blank_comment_lines(text)),
-            read_options=pacsv.ReadOptions(column_names=CSV_COLUMNS),
+            # single-threaded: a Python handler on Arrow's threads can make a process that
+            # exits right after the read abort in C++ (see widedeep.io)
+            read_options=pacsv.ReadOptions(column_names=CSV_COLUMNS, use_threads=False),
             parse_options=pacsv.ParseOptions(
                 delimiter=",",
                 quote_char=False,
