@@ -196,6 +196,8 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         default=2.0,
         help="look for a newer export this often (0: never)",
     )
+    _flag(p, "http", default="httptools", choices=["httptools", "h11"], help="HTTP parser")
+    _flag(p, "loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -213,6 +215,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rank_chunk=args.rank_chunk,
         rank_threads=args.rank_threads,
         poll_seconds=args.poll_seconds,
+        http=args.http,
+        loop=args.loop,
     )
     try:
         return serve(config, log=lambda m: print(m, flush=True))

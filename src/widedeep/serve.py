@@ -77,6 +77,8 @@ class ServeConfig:
     rank_chunk: int = 512  # candidate lists longer than this are scored on several threads
     rank_threads: int = 2
     poll_seconds: float = 2.0  # 0: never look for a newer export
+    http: str = "httptools"  # uvicorn's HTTP parser: httptools (C) or h11 (pure Python)
+    loop: str = "uvloop"  # event loop: uvloop (libuv) or asyncio
 
     def n_workers(self) -> int:
         return self.workers or len(os.sched_getaffinity(0))
@@ -149,15 +151,10 @@ def _warm_up(predictor: Predictor) -> None:
 class ModelSlot:
     """The model being served, replaced atomically when a newer export appears."""
 
-    def __init__(
-        self,
-        source: str | Path,
-        log: Callable[[str], None] = print,
-        current: Loaded | None = None,
-    ) -> None:
+    def __init__(self, source: str | Path, log: Callable[[str], None] = print) -> None:
         self.source = Path(source)
         self.log = log
-        self.current = current or Loaded.load(artifact.resolve(self.source))
+        self.current = Loaded.load(artifact.resolve(self.source))
         self.sample: list[dict] | None = None  # a recent valid request, to warm a new model
         self.on_swap: Callable[[Loaded | None], None] = lambda loaded: None
         self._failed: tuple[Path, float] | None = None
@@ -261,6 +258,7 @@ class App:
             traceback.print_exc(file=sys.stderr)
             error, status, headers = "internal", 500, _JSON
             body = orjson.dumps({"error": "internal server error; see the server log"})
+        headers = [*headers, (b"content-length", str(len(body)).encode())]  # not chunked
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(endpoint, time.perf_counter() - start, error)
@@ -551,22 +549,22 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(config: ServeConfig, index: int, shared: Any, port: int, loaded: Loaded) -> None:
-    """One worker process: listen on its own SO_REUSEPORT socket and serve ``loaded``
-    (inherited from the supervisor) until a newer export replaces it."""
+def _worker(config: ServeConfig, index: int, shared: Any, port: int) -> None:
+    """One worker process: load the newest model, listen on its own SO_REUSEPORT socket,
+    serve until told to stop."""
     import uvicorn
 
     _exit_with_parent()
+    torch.set_num_threads(1)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    slot = ModelSlot(config.model, log=log, current=loaded)
+    slot = ModelSlot(config.model, log=log)
     app = App(config, slot, Metrics(shared, index, config.n_workers()))
-    slot.refresh()  # a restarted worker may have missed a swap
     sock = _reuseport_socket(config.host, port)
     if config.poll_seconds > 0:
         slot.poll(config.poll_seconds)
     server = _server_class()(
         uvicorn.Config(
-            app, loop="uvloop", http="httptools", lifespan="off", access_log=False,
+            app, loop=config.loop, http=config.http, lifespan="off", access_log=False,
             log_level="warning", timeout_keep_alive=30,
         ),
         on_ready=app.metrics.set_ready,
@@ -612,14 +610,15 @@ def _exit_with_parent() -> None:
 def serve(config: ServeConfig, log: Callable[[str], None] = print) -> int:
     """Run the server until SIGINT/SIGTERM: a supervisor process and its workers.
 
-    The supervisor loads the model once and forks the workers, which inherit it: no
-    second torch import per worker, and the weights are shared copy-on-write.  It
-    uses one torch thread, so no OpenMP pool exists to be broken by the fork.
+    The supervisor loads the model once to refuse a bad one with a clear message.
+    Workers come from a fork server that has imported torch but never run an
+    operator: forking the supervisor itself would hand the workers torch's thread
+    pool in a state that fails in any new thread ("Invalid thread pool"), and
+    spawning would import torch once more per worker.
     """
     import multiprocessing
 
     require_serve_extra()
-    torch.set_num_threads(1)
     loaded = Loaded.load(artifact.resolve(config.model))  # fail here, before any worker starts
     if _in_use(config.host, config.port):
         raise OSError(
@@ -630,12 +629,13 @@ def serve(config: ServeConfig, log: Callable[[str], None] = print) -> int:
     holder = _reuseport_socket(config.host, config.port)  # holds the port; never listens
     port = holder.getsockname()[1]
     n = config.n_workers()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["widedeep.serve", "uvicorn", "uvloop", "httptools"])
     shared = ctx.RawArray("d", shared_size(n))
     metrics = Metrics(shared, 0, n)
 
     def start(i: int) -> Any:
-        process = ctx.Process(target=_worker, args=(config, i, shared, port, loaded), daemon=True)
+        process = ctx.Process(target=_worker, args=(config, i, shared, port), daemon=True)
         process.start()
         return process
 
