@@ -127,12 +127,22 @@ def start_server(
     return proc, port
 
 
+def descendants(pid: int) -> list[int]:
+    """The worker processes and the fork server that started them."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        children = [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        found += children
+        todo += children
+    return found
+
+
 def server_cpu_seconds(proc: subprocess.Popen) -> float:
     """CPU time (user + system) the server's worker processes have used so far: unlike
     wall-clock latency, barely affected by other jobs on a shared machine."""
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     ticks = 0
-    for pid in children:
+    for pid in descendants(proc.pid):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")

@@ -492,13 +492,14 @@ def _type(value: Any) -> str:
 def _check_rows(rows: list, keys: tuple[str, ...], what: str, given: Any) -> None:
     """Every row an object holding every feature the model reads (or the context gives)."""
     need = [k for k in keys if k not in given]
+    need_set = set(need)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RequestError(
                 400, "invalid_input",
                 f"{what} {i} must be an object of feature values, got {_type(row)}",
             )  # fmt: skip
-        if not row.keys() >= set(need):
+        if not row.keys() >= need_set:
             missing = [k for k in need if k not in row]
             where = " (give it in the candidate or in the context)" if what == "candidate" else ""
             raise RequestError(
@@ -545,6 +546,9 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # accepted connections inherit this: a response written in two parts must not wait
+    # for the client's delayed ACK (40 ms) under Nagle's algorithm
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     return sock
 
