@@ -161,6 +161,8 @@ def summary(
         "mean_ms": float(ms.mean()),
         "requests_per_s": len(times) / wall,
         "scores_per_s": len(times) * rows_per_request / wall,
+        # what a core given wholly to the server would score: load-independent capacity
+        "scores_per_server_cpu_s": len(times) * rows_per_request / cpu if cpu else None,
     }
 
 
@@ -191,7 +193,7 @@ def main() -> None:
         rank = {k: request("/v1/models/default:rank",
                            {"context": context, "candidates": items[:k], "k": 10})
                 for k in (100, 1000)}  # fmt: skip
-        results, spread = [], []
+        results = []
 
         def single(proc, port, data: bytes, name: str) -> None:
             blocking_run(port, data, 200, 5)  # warm-up
@@ -210,7 +212,7 @@ def main() -> None:
                 )
                 cpu = server_cpu_seconds(proc) - cpu
                 results.append(summary(f"rank-{k}, {args.clients} clients", times, wall, k, cpu))
-                spread = sorted(pids.count(p) for p in set(pids))
+                results[-1]["connections_per_worker"] = sorted(pids.count(p) for p in set(pids))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -226,16 +228,17 @@ def main() -> None:
 
     print(f"widedeep serve, census model, {args.workers} workers, loopback, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"{args.clients} keep-alive connections per worker: {spread}")
     print(f"{'run':<28}{'requests':>9}{'p50 ms':>8}{'p99 ms':>8}{'req/s':>8}{'scores/s':>10}"
-          f"{'server CPU ms/req':>19}")  # fmt: skip
+          f"{'server CPU ms/req':>19}{'scores/CPU-s':>14}  connections/worker")  # fmt: skip
     for r in results:
         print(f"{r['run']:<28}{r['requests']:>9}{r['p50_ms']:>8.3f}{r['p99_ms']:>8.3f}"
               f"{r['requests_per_s']:>8.0f}{r['scores_per_s']:>10,.0f}"
-              f"{r['server_cpu_ms_per_request']:>19.3f}")  # fmt: skip
+              f"{r['server_cpu_ms_per_request']:>19.3f}"
+              f"{r['scores_per_server_cpu_s'] or 0:>14,.0f}  "
+              f"{r.get('connections_per_worker', '')}")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(
-            {"workers": args.workers, "connections_per_worker": spread, "results": results,
+            {"workers": args.workers, "results": results,
              "load_average": os.getloadavg()[0]}, indent=1))  # fmt: skip
 
 

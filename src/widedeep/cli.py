@@ -196,7 +196,7 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "max_body_bytes", type=_positive_int, default=8 << 20, help="larger bodies get 413")
     _flag(p, "max_instances", type=_positive_int, default=10_000, help="per :predict request")
     _flag(p, "max_candidates", type=_positive_int, default=10_000, help="per :rank request")
-    _flag(p, "rank_chunk", type=_positive_int, default=512, help="candidates per ranking thread")
+    _flag(p, "rank_chunk", type=_positive_int, default=2048, help="candidates per ranking thread")
     _flag(p, "rank_threads", type=_positive_int, default=2, help="ranking threads per worker")
     _flag(
         p,

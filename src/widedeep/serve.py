@@ -76,7 +76,7 @@ class ServeConfig:
     max_body_bytes: int = 8 << 20
     max_instances: int = 10_000
     max_candidates: int = 10_000
-    rank_chunk: int = 512  # candidate lists longer than this are scored on several threads
+    rank_chunk: int = 2048  # longer candidate lists are scored in pieces on several threads
     rank_threads: int = 2
     poll_seconds: float = 2.0  # 0: never look for a newer export
     http: str = "httptools"  # uvicorn's HTTP parser: httptools (C) or h11 (pure Python)
