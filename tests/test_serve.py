@@ -248,6 +248,12 @@ def test_keep_alive_connections_land_on_both_workers(server):
     assert len(seen) == 2
 
 
+def test_refuses_a_bad_port_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--model", "x", "--port", "70000"])
+    assert e.value.code == 2 and "port number" in capsys.readouterr().err
+
+
 def test_refuses_a_missing_model_and_a_busy_port(server, tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err

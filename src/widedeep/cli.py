@@ -187,11 +187,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
 def add_serve_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "model", required=True, help="export base directory (newest export), or one export")
     _flag(p, "model_name", default="default", help="name in /v1/models/<name> (default: default)")
     _flag(p, "host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    _flag(p, "port", type=int, default=8501, help="port (default 8501, as TensorFlow Serving)")
+    _flag(p, "port", type=_port, default=8501, help="port (default 8501, as TensorFlow Serving)")
     _flag(p, "workers", type=_positive_int, default=None, help="processes (default: one per core)")
     _flag(p, "max_body_bytes", type=_positive_int, default=8 << 20, help="larger bodies get 413")
     _flag(p, "max_instances", type=_positive_int, default=10_000, help="per :predict request")

@@ -179,7 +179,7 @@ class ModelSlot:
             return False  # already reported; retry only once the directory changes
         try:
             loaded = Loaded.load(newest)
-            if self.sample is not None:
+            if self.sample is not None and loaded.input_keys == self.current.input_keys:
                 loaded.predictor.predict_proba(self.sample)  # warm it on real traffic
         except Exception as e:  # noqa: BLE001 - any failure keeps the old model serving
             self._failed = (newest, stamp)
