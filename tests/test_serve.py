@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -259,6 +260,24 @@ def test_refuses_a_missing_model_and_a_busy_port(server, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["serve", "--model", str(server["base"]), "--port", str(server["port"])]) == 2
     assert "already in use" in capsys.readouterr().err
+
+
+def test_a_killed_worker_is_replaced(server, rows):
+    port = server["port"]
+    victim = _call(http.client.HTTPConnection("127.0.0.1", port), "GET", "/healthz")[1]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    deadline, pids = time.monotonic() + 60, set()
+    while len(pids - {victim}) < 2:  # new connections reach the survivor, then the new one
+        assert time.monotonic() < deadline, f"no replacement worker; saw {pids}"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            status, out = _call(conn, "POST", "/v1/models/default:predict", {"instances": rows[:1]})
+            assert status == 200
+            pids.add(_call(conn, "GET", "/healthz")[1]["pid"])
+        except ConnectionError:  # a connection queued on the killed worker's socket
+            pass
+        conn.close()
+    assert server["proc"].poll() is None  # the supervisor itself carried on
 
 
 def test_hot_swap_under_load_fails_no_request(server, rows):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -568,12 +569,12 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(config: ServeConfig, index: int, shared: Any, port: int) -> None:
+def _worker(config: ServeConfig, index: int, shared: Any, port: int, supervisor: int) -> None:
     """One worker process: load the newest model, listen on its own SO_REUSEPORT socket,
     serve until told to stop."""
     import uvicorn
 
-    _exit_with_parent()
+    _exit_with(supervisor)
     torch.set_num_threads(1)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     slot = ModelSlot(config.model, log=log)
@@ -616,14 +617,30 @@ def _server_class() -> type:
     return Server
 
 
-def _exit_with_parent() -> None:
-    """Ask Linux to SIGTERM this worker if the supervisor dies, even by SIGKILL."""
-    try:
-        import ctypes
+def _exit_with(supervisor: int) -> None:
+    """SIGTERM this worker once the supervisor is gone, even killed by SIGKILL: workers are
+    children of the fork server, which outlives it."""
 
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(supervisor)  # readable when the process ends (Linux >= 5.3)
+            select.select([fd], [], [])
+        except (AttributeError, OSError):
+            while _alive(supervisor):
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="widedeep-supervisor-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         pass
+    return True
 
 
 def serve(config: ServeConfig, log: Callable[[str], None] = print) -> int:
@@ -654,7 +671,10 @@ def serve(config: ServeConfig, log: Callable[[str], None] = print) -> int:
     metrics = Metrics(shared, 0, n)
 
     def start(i: int) -> Any:
-        process = ctx.Process(target=_worker, args=(config, i, shared, port), daemon=True)
+        metrics.starting(i)
+        process = ctx.Process(
+            target=_worker, args=(config, i, shared, port, os.getpid()), daemon=True
+        )
         process.start()
         return process
 

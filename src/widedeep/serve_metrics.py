@@ -76,6 +76,10 @@ class Metrics:
     def set_ready(self) -> None:
         self.row[_READY] = 1.0
 
+    def starting(self, worker: int) -> None:
+        """A (re)started worker is not ready until it says so."""
+        self.table[worker, _READY] = 0.0
+
     def ready(self) -> np.ndarray:
         """Per worker: has it loaded its model and started listening?"""
         return self.table[:, _READY] > 0
