@@ -529,11 +529,11 @@ def _broadcast(context: dict, candidates: list[dict]) -> dict[str, list]:
 def _score(predictor: Predictor, rows: Any) -> np.ndarray:
     """Scores for raw rows (row dicts or columns); anything the encoder cannot read is the
     client's mistake (400).  Up to ``_ROW_PATH_MAX`` row dicts go through the encoder's
-    plain-Python path in pieces it takes; more, as columns, through its Arrow path,
-    whose fixed cost (about a millisecond) is the smaller one from there on."""
+    plain-Python path, in pieces it takes; more go through its Arrow path, whose fixed
+    cost (about a millisecond) is the smaller one from there on."""
     spec = predictor.spec
     try:
-        if isinstance(rows, list) and len(rows) > FAST_PATH_MAX_ROWS:
+        if isinstance(rows, list) and FAST_PATH_MAX_ROWS < len(rows) <= _ROW_PATH_MAX:
             step = FAST_PATH_MAX_ROWS
             batch = Batch.concat(
                 [spec.transform(rows[i : i + step], label=False) for i in range(0, len(rows), step)]
