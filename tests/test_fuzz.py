@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from widedeep import feature_column as fc
-from widedeep.badrows import BadRows
+from widedeep.badrows import BadRows, drop_bad_rows
 from widedeep.feature_column import FeatureColumnError
 from widedeep.io import read_table
 from widedeep.transform import DataError, FeatureSpec, Label
 
 DOCUMENTED = (DataError, FeatureColumnError)
+F32_MAX = float(np.finfo(np.float32).max)
 FUZZ = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -150,11 +151,9 @@ def test_skipped_rows_are_exactly_the_bad_ones(pairs):
     table = pa.table({k: [1.0] * len(pairs) for k in SPEC.input_keys})
     table = table.set_column(table.column_names.index("height"), "height", [[h for h, _ in pairs]])
     table = table.append_column("y", [["yes"] * len(pairs)])
-    from widedeep.badrows import drop_bad_rows
-
     report = BadRows("skip")
     kept = drop_bad_rows(SPEC, table, report)
-    finite = [h for h, _ in pairs if math.isfinite(h) and abs(h) <= np.finfo(np.float32).max]
+    finite = [h for h, _ in pairs if math.isfinite(h) and abs(h) <= F32_MAX]
     assert kept.column("height").to_pylist() == finite
     assert report.total == len(pairs) - len(finite)
     if finite:
