@@ -232,3 +232,10 @@ def test_cli_user_csv_bad_rows(tmp_path, capsys):
     logged = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["bad_rows"]["by_reason"] == {NOT_A_NUMBER: 2}  # train and eval file
     assert logged["bad_rows"]["ignored_columns"] == ["note"]
+
+
+def test_error_names_the_first_bad_line_whatever_its_reason(tmp_path):
+    # the label check comes after the number checks, but its line comes first
+    path = write(tmp_path, GOOD[0], b"31,Nice,maybe,d\n", b"abc,Rome,no,c\n", b"32,Caf\xe9,no,d\n")
+    with pytest.raises(DataError, match=f"{path}:3: column 'y'"):
+        read_table(path, spec=spec())

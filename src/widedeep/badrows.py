@@ -295,21 +295,21 @@ def drop_bad_rows(
         used |= {spec.label.key} | ({spec.weight_column} if spec.weight_column else set())
     bad_rows.ignore_columns([c for c in table.column_names if c not in used])
 
-    keep = np.ones(table.num_rows, dtype=bool)
     binary = utf8_problems(table)
-    if binary.any():
-        _report(bad_rows, NOT_UTF8, None, binary, table, where)
-        keep &= ~binary
-    table = as_text(table.filter(pa.array(keep)) if not keep.all() else table)
-    rows = np.flatnonzero(keep)  # original row of each row of ``table``
-
-    drop = np.zeros(table.num_rows, dtype=bool)
-    for reason, key, mask in problems(spec, table, label=label):
+    rows = np.flatnonzero(~binary)  # original row of each row of ``text``
+    text = as_text(table.filter(pa.array(~binary)) if binary.any() else table)
+    found = [(NOT_UTF8, None, binary, table, where)] if binary.any() else []
+    drop = np.zeros(text.num_rows, dtype=bool)
+    for reason, key, mask in problems(spec, text, label=label):
         mask = mask & ~drop  # count each row once, under its first reason
         if mask.any():
-            _report(bad_rows, reason, key, mask, table, lambda r: where(int(rows[r])))
+            found.append((reason, key, mask, text, lambda r: where(int(rows[r]))))
             drop |= mask
-    return table.filter(pa.array(~drop)) if drop.any() else table
+    if not bad_rows.skip:  # stop at the first bad row of the file, whatever its reason
+        found.sort(key=lambda f: np.argmax(f[2]) if f[0] == NOT_UTF8 else rows[np.argmax(f[2])])
+    for reason, key, mask, rows_of, name in found:
+        _report(bad_rows, reason, key, mask, rows_of, name)
+    return text.filter(pa.array(~drop)) if drop.any() else text
 
 
 def _report(
