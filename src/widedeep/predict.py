@@ -11,7 +11,7 @@ import torch
 from . import artifact
 from .heads import outputs
 from .model import WideDeep
-from .train import evaluate, predict_logits
+from .train import EVAL_CHUNK, evaluate
 from .transform import FeatureSpec
 
 
@@ -43,18 +43,27 @@ class Predictor:
     def classes_(self) -> tuple[str, ...] | None:
         return self.spec.classes_
 
-    def predict_logits(self, data: Any) -> np.ndarray:
+    def _logits(self, data: Any) -> torch.Tensor:
+        # the serving hot path: no autograd bookkeeping, no train/eval switching, no copies
         batch = self.spec.transform(data, label=False)
-        logits, _ = predict_logits(self.model, batch)
-        return logits.numpy()
+        with torch.inference_mode():
+            if len(batch) <= EVAL_CHUNK:
+                return self.model(batch)
+            return torch.cat(
+                [
+                    self.model(batch.index(slice(i, i + EVAL_CHUNK)))
+                    for i in range(0, len(batch), EVAL_CHUNK)
+                ]
+            )
+
+    def predict_logits(self, data: Any) -> np.ndarray:
+        """Raw scores, [rows, n_outputs]."""
+        return self._logits(data).numpy()
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """P(positive) per row for a binary model ([rows]); class probabilities ([rows, k])
         for a multi-class one; the predicted value for a regression."""
-        batch = self.spec.transform(data, label=False)
-        with torch.no_grad():
-            logits, _ = predict_logits(self.model, batch)
-        return outputs(logits, self.head)
+        return outputs(self._logits(data), self.head)
 
     def predict(self, data: Any, threshold: float = 0.5) -> np.ndarray:
         """Class labels (the declared class names when there are any) or regression values."""
