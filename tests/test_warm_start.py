@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -221,3 +222,20 @@ def test_cli_export_gate(previous, data, tmp_path, capsys):
     argv[2] = str(_degraded(spec, model, tmp_path / "nan", nan=True))
     assert main(argv[:5] + argv[7:]) == 1
     assert "non-finite" in capsys.readouterr().err
+
+
+def test_estimator_warm_start_from(data, tmp_path):
+    """TensorFlow's ``warm_start_from`` argument: before any step, the new estimator predicts
+    what the previous one did."""
+    from widedeep.estimator import WideDeepClassifier
+
+    train_table, test_table = data
+    X, y = train_table.drop_columns([LABEL_COLUMN]), train_table.column(LABEL_COLUMN)
+    wide, deep = build_model_columns()
+    first = WideDeepClassifier(wide, deep, epochs=1, batch_size=100, model_dir=tmp_path / "a")
+    first.fit(X, y.to_pylist())
+    second = WideDeepClassifier(wide, deep, warm_start_from=tmp_path / "a")
+    second.fit(X, y.to_pylist(), max_steps=0)
+    np.testing.assert_allclose(
+        second.predict_proba(test_table), first.predict_proba(test_table), atol=1e-6
+    )

@@ -242,12 +242,12 @@ def _clean(model_dir: Path) -> None:
     shutil.rmtree(model_dir)
 
 
-def _print_table(metrics: dict[str, Any]) -> None:
+def _print_table(metrics: dict[str, Any], title: str = "final evaluation") -> None:
     if not metrics:
         return
     keys = [k for k in sorted(metrics) if isinstance(metrics[k], (int, float))]
     width = max(len(k) for k in keys)
-    print("\nfinal evaluation")
+    print(f"\n{title}")
     for k in keys:
         v = metrics[k]
         print(f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
@@ -303,7 +303,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     predictor = load(args.model)
     data = read_table(args.data) if args.data else default_eval_data(predictor)
-    _print_table(predictor.evaluate(data))
+    _print_table(predictor.evaluate(data), f"evaluation of {predictor.path}")
     return 0
 
 
