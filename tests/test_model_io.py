@@ -42,6 +42,7 @@ def trained(tmp_path_factory):
         config,
         model_dir,
         quiet=True,
+        log=lambda _: None,
     )
     # the in-memory model's probabilities, through the module itself (not the Predictor)
     with torch.no_grad():
@@ -149,9 +150,9 @@ def test_cli_evaluate_prints_the_reference_metrics(trained, tmp_path, capsys):
         ["evaluate", "--model", str(result.checkpoint), "--data", str(tmp_path / "eval.parquet")]
     )
     assert code == 0
-    printed = dict(
-        line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip()
-    )
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == f"evaluation of {result.checkpoint}"
+    printed = dict(line.split() for line in out[1:])
     # the checkpoint evaluated on these same rows at the end of training
     for key in ("accuracy", "auc", "average_loss", "label/mean"):
         assert float(printed[key]) == pytest.approx(result.metrics[key], abs=1e-4)

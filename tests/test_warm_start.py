@@ -65,7 +65,7 @@ def previous(data, tmp_path_factory):
     config = TrainConfig(train_epochs=1, batch_size=50)
     result = train(
         spec, spec.transform(train_table), None, ModelConfig.from_spec(spec), config, model_dir,
-        quiet=True,
+        quiet=True, log=lambda _: None,
     )  # fmt: skip
     return spec, result.model, result.checkpoint
 
