@@ -17,13 +17,15 @@ import pytest
 import torch
 
 import widedeep
+from widedeep import feature_column as fc
 from widedeep.artifact import ModelFileError
 from widedeep.cli import main
 from widedeep.datasets.census import LABEL_COLUMN, census_spec, load_census
 from widedeep.io import read_table
-from widedeep.model import ModelConfig
+from widedeep.model import ModelConfig, WideDeep
 from widedeep.release import export
 from widedeep.train import TrainConfig, train
+from widedeep.transform import FeatureSpec
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +224,62 @@ def test_missing_model_path_is_one_line(tmp_path, capsys):
     code = main(["evaluate", "--model", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Every weight random (padding rows stay zero) and batch-norm statistics non-trivial."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+            if name.endswith("weight") and isinstance(
+                model.get_submodule(name.rsplit(".", 1)[0]), torch.nn.EmbeddingBag
+            ):
+                p[0] = 0.0
+        for name, b in model.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                b.copy_(torch.rand_like(b) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("model_type", ["wide", "deep", "wide_deep"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_small_batch_forward_equals_the_module(model_type, batch_norm):
+    """The NumPy path used for a few rows computes the module's forward (float32 rounding)."""
+    from widedeep.predict import SMALL_BATCH, Predictor, SmallBatchForward
+
+    tags = fc.categorical_column_with_vocabulary_list("tags", ["a", "b", "c", "d"])
+    spec = FeatureSpec(
+        [tags, fc.categorical_column_with_hash_bucket("city", 50)],
+        [
+            fc.numeric_column("x"),
+            fc.embedding_column(tags, dimension=3, combiner="mean"),
+            fc.indicator_column(fc.categorical_column_with_hash_bucket("city", 20)),
+        ],
+        label="y",
+    )
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "tags": list(rng.choice(["a", "b", "c", "d", "zz"], size=rng.integers(0, 4))),
+            "city": str(rng.choice(["paris", "rome", "oslo"])),
+            "x": float(rng.normal()),
+            "y": int(rng.integers(0, 2)),
+        }
+        for _ in range(SMALL_BATCH)
+    ]
+    spec.fit(rows)
+    config = ModelConfig.from_spec(
+        spec, model_type=model_type, hidden_units=[8, 4], batch_norm=batch_norm
+    )
+    model = _randomised(WideDeep(config))
+    small = SmallBatchForward.for_model(model)
+    assert small is not None
+    batch = spec.transform(rows, label=False)
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    np.testing.assert_allclose(small(batch), expected, rtol=1e-5, atol=1e-6)
+    predictor = Predictor(spec, model)
+    np.testing.assert_allclose(
+        [predictor.predict_logits(r)[0, 0] for r in rows[:5]], expected[:5, 0], rtol=1e-5, atol=1e-6
+    )

@@ -18,13 +18,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .batch import Batch
 
 MODEL_TYPES = ("wide", "deep", "wide_deep")
-SMALL_BATCH = 64  # rows up to which inference gathers rows instead of calling EmbeddingBag
 
 
 @dataclass
@@ -156,32 +154,23 @@ class WideDeep(nn.Module):
         """Logits, [rows, n_outputs]."""
         logits = None
         if self.has_wide:
-            logits = _bag(self.wide, batch.wide_ids, batch.wide_weights) + self.wide_bias
+            logits = (
+                self.wide(batch.wide_ids, per_sample_weights=batch.wide_weights) + self.wide_bias
+            )
         if self.has_deep:
             parts = [
-                _bag(bag, ids, w)
+                bag(ids, per_sample_weights=w)
                 for bag, ids, w in zip(self.embeddings, batch.embed_ids, batch.embed_weights)
             ]
             x = torch.cat([*parts, batch.dense], dim=1) if parts else batch.dense
             h = self.first(x)
             if self.indicator is not None:
-                h = h + _bag(self.indicator, batch.indicator_ids, batch.indicator_weights)
+                h = h + self.indicator(
+                    batch.indicator_ids, per_sample_weights=batch.indicator_weights
+                )
             deep = self.rest(h)
             logits = deep if logits is None else logits + deep
         return logits
-
-
-def _bag(bag: nn.EmbeddingBag, ids: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """``bag(ids, per_sample_weights=weights)``; for a few rows without autograd (serving), a
-    gather and a sum, which cost a third of EmbeddingBag's fixed overhead.  Row 0 (padding)
-    of every bag is zero (initialised so, and its gradient is always zero), so summing it
-    adds nothing."""
-    if ids.shape[0] > SMALL_BATCH or torch.is_grad_enabled() or bag.max_norm is not None:
-        return bag(ids, per_sample_weights=weights)
-    rows = F.embedding(ids, bag.weight)
-    if weights is not None:
-        rows = rows * weights.unsqueeze(-1)
-    return rows.sum(1)
 
 
 def _init_embedding(weight: torch.Tensor, initializer: str | None, dimension: int) -> None:
