@@ -98,7 +98,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         help="initialise from a previous model (model_dir or export): weights copied by value",
     )
     _flag(loop, "clean", action="store_true", help="delete model_dir first and start over")
-    _flag(loop, "threads", type=_positive_int, default=None, help="torch threads")
+    _flag(
+        loop,
+        "threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (default: 1 below batch 1024, else all cores)",
+    )
     _flag(loop, "quiet", action="store_true", help="no progress bar or per-evaluation lines")
 
     opt = p.add_argument_group("optimizers")
@@ -126,8 +132,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .model import ModelConfig
     from .train import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # small batches gain nothing from intra-op threads, and on a busy machine spinning
+    # OpenMP workers slow them down many times over: one thread unless asked otherwise
+    torch.set_num_threads(
+        args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
+    )
     spec, train_table, eval_table, source = _load_data(args)
     model_dir = Path(args.model_dir)
     if args.clean and model_dir.exists():
@@ -189,6 +198,62 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print_table(result.metrics)
     print(f"done in {elapsed:.1f}s; model in {result.checkpoint or model_dir}")
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def add_serve_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "model", required=True, help="export base directory (newest export), or one export")
+    _flag(p, "model_name", default="default", help="name in /v1/models/<name> (default: default)")
+    _flag(p, "host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    _flag(p, "port", type=_port, default=8501, help="port (default 8501, as TensorFlow Serving)")
+    _flag(p, "workers", type=_positive_int, default=None, help="processes (default: one per core)")
+    _flag(p, "max_body_bytes", type=_positive_int, default=8 << 20, help="larger bodies get 413")
+    _flag(p, "max_instances", type=_positive_int, default=10_000, help="per :predict request")
+    _flag(p, "max_candidates", type=_positive_int, default=10_000, help="per :rank request")
+    _flag(p, "rank_chunk", type=_positive_int, default=2048, help="candidates per ranking thread")
+    _flag(p, "rank_threads", type=_positive_int, default=2, help="ranking threads per worker")
+    _flag(
+        p,
+        "poll_seconds",
+        type=float,
+        default=2.0,
+        help="look for a newer export this often (0: never)",
+    )
+    _flag(p, "http", default="httptools", choices=["httptools", "h11"], help="HTTP parser")
+    _flag(p, "loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, serve
+
+    config = ServeConfig(
+        model=args.model,
+        model_name=args.model_name,
+        host=args.host,
+        port=args.port,
+        workers=args.workers or 0,
+        max_body_bytes=args.max_body_bytes,
+        max_instances=args.max_instances,
+        max_candidates=args.max_candidates,
+        rank_chunk=args.rank_chunk,
+        rank_threads=args.rank_threads,
+        poll_seconds=args.poll_seconds,
+        http=args.http,
+        loop=args.loop,
+    )
+    try:
+        return serve(config, log=lambda m: print(m, flush=True))
+    except (RuntimeError, OSError) as e:
+        raise UsageError(str(e)) from None
 
 
 def export(model_path: Path | str, export_dir: Path | str) -> Path:
@@ -361,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(p, "eval", help="evaluation rows for the check (default: the model's own eval data)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve exports over HTTP (TensorFlow Serving's REST API)")
+    add_serve_flags(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
