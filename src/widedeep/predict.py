@@ -55,9 +55,9 @@ class Predictor:
     def classes_(self) -> tuple[str, ...] | None:
         return self.spec.classes_
 
-    def _logits(self, data: Any) -> torch.Tensor:
-        # the serving hot path: no autograd bookkeeping, no train/eval switching, no copies
-        batch = self.spec.transform(data, label=False)
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits of encoded rows, [rows, n_outputs]: the NumPy path for a few rows, the
+        module (chunked, no autograd) for more."""
         if self._small is not None and len(batch) <= SMALL_BATCH:
             return torch.from_numpy(self._small(batch))
         with torch.inference_mode():
@@ -69,6 +69,9 @@ class Predictor:
                     for i in range(0, len(batch), EVAL_CHUNK)
                 ]
             )
+
+    def _logits(self, data: Any) -> torch.Tensor:
+        return self.forward(self.spec.transform(data, label=False))
 
     def predict_logits(self, data: Any) -> np.ndarray:
         """Raw scores, [rows, n_outputs]."""
