@@ -1,4 +1,4 @@
-"""Reading rows from files into Arrow: CSV (optionally gzipped), Parquet and JSON lines.
+"""Rows from and to files: CSV (optionally gzipped), Parquet and JSON lines, as Arrow tables.
 
 Given a spec, ``read_table`` also applies the bad-row policy (:mod:`widedeep.badrows`):
 by default the first bad row stops with ``file:line``, its text and the fix;
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -182,6 +183,23 @@ def _wrong_fields(path: Path, delimiter: str, encoding: str, column_names: list[
                 f"{shorten(delimiter.join(fields))!r}"
             )
     return f"{path}: {WRONG_FIELDS}"
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write a Table as CSV, Parquet or JSON lines, chosen by the file name."""
+    path = Path(path)
+    kind = file_format(path)
+    if path.name.lower().endswith(".gz"):
+        raise DataError(f"{path}: cannot write compressed files; drop the .gz")
+    if kind == "parquet":
+        pq.write_table(table, path)
+    elif kind == "jsonl":
+        with open(path, "w") as f:
+            for row in table.to_pylist():
+                f.write(json.dumps(row) + "\n")
+    else:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        pacsv.write_csv(table, path, pacsv.WriteOptions(delimiter=delimiter))
 
 
 class _Lines:

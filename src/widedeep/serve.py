@@ -545,8 +545,7 @@ def _score(predictor: Predictor, rows: Any) -> np.ndarray:
         if not isinstance(e, ValueError):  # not the encoder's own DataError: log for the operator
             traceback.print_exc(file=sys.stderr)
         raise RequestError(400, "invalid_input", f"cannot encode the input: {message}") from None
-    with torch.inference_mode():  # the model is in eval mode since loading
-        scores = outputs(predictor.model(batch), predictor.head)
+    scores = outputs(predictor.forward(batch), predictor.head)  # NumPy path for a few rows
     if not np.all(np.isfinite(scores)):
         raise RequestError(
             400, "invalid_input", "the input gives non-finite scores; check numeric features"
