@@ -232,6 +232,11 @@ def test_cli_user_csv_bad_rows(tmp_path, capsys):
     logged = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["bad_rows"]["by_reason"] == {NOT_A_NUMBER: 2}  # train and eval file
     assert logged["bad_rows"]["ignored_columns"] == ["note"]
+    # scoring a file names the bad line too (predict never skips: rows would misalign)
+    assert main(["predict", "--model", str(tmp_path / "b"), "--input", str(train)]) == 2
+    assert f"{train}:3: column 'age': not a number ('oops')" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tmp_path / "b"), "--data", str(train)]) == 2
+    assert f"{train}:3: column 'age': not a number ('oops')" in capsys.readouterr().err
 
 
 def test_error_names_the_first_bad_line_whatever_its_reason(tmp_path):

@@ -368,7 +368,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load
 
     predictor = load(args.model)
-    table = read_table(args.input)
+    # rows the model cannot score stop with file:line (skipping would misalign the output)
+    table = read_table(args.input, spec=predictor.spec, label=False)
     if args.id_column and args.id_column not in table.column_names:
         raise UsageError(
             f"--id_column {args.id_column!r} is not a column of {args.input}; it has "
@@ -407,7 +408,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .release import default_eval_data
 
     predictor = load(args.model)
-    data = read_table(args.data) if args.data else default_eval_data(predictor)
+    data = read_table(args.data, spec=predictor.spec) if args.data else default_eval_data(predictor)
     _print_table(predictor.evaluate(data), f"evaluation of {predictor.path}")
     return 0
 
