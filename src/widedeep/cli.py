@@ -54,6 +54,13 @@ def _hidden_units(text: str) -> list[int]:
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
+    _flag(
+        p,
+        "preset",
+        default="reference",
+        help="training recipe: reference (TensorFlow's census run, the default), best, or a "
+        "preset file (.yaml); other flags override its settings",
+    )
     data = p.add_argument_group("data")
     _flag(data, "dataset", default="census", choices=["census"], help="built-in data set")
     _flag(
@@ -197,6 +204,9 @@ def export(model_path: Path | str, export_dir: Path | str) -> Path:
 
 def _load_data(args: argparse.Namespace):
     """(unfitted spec, train table, eval table, description) for the chosen data."""
+    from .presets import load_preset
+
+    preset = load_preset(args.preset)
     if args.spec or args.train:
         if not (args.spec and args.train):
             raise UsageError("--spec and --train go together (--eval is optional)")
@@ -214,7 +224,11 @@ def _load_data(args: argparse.Namespace):
             raise UsageError("--download needs --data_dir DIR to download into")
         census.download_census(args.data_dir)
     train_table, eval_table = census.load_census(args.data_dir)
-    return census.census_spec(), train_table, eval_table, "census (UCI Adult)"
+    if preset.dataset not in (None, "census"):
+        raise UsageError(
+            f"preset {preset.name!r} is made for the {preset.dataset!r} data set, not census"
+        )
+    return preset.feature_spec(), train_table, eval_table, "census (UCI Adult)"
 
 
 def _clean(model_dir: Path) -> None:
@@ -241,14 +255,29 @@ def _print_table(metrics: dict[str, Any]) -> None:
         print(f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The parser; ``train_defaults`` (a preset's settings) replace the train flags' defaults."""
     parser = argparse.ArgumentParser(prog="widedeep", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"widedeep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model (default: the census reference run)")
     add_train_flags(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **(train_defaults or {}))
     return parser
+
+
+def _preset_defaults(argv: list[str] | None) -> dict[str, Any]:
+    """The settings of the preset named by ``--preset`` (if any), as flag defaults, so that
+    flags given explicitly still override them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(argv)
+    if not known.preset:
+        return {}
+    from .presets import load_preset
+
+    preset = load_preset(known.preset)
+    return {**preset.model, **preset.train}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingInterrupted
     from .transform import DataError
 
-    parser = build_parser()
+    from .presets import PresetError
+
+    try:
+        parser = build_parser(_preset_defaults(argv))
+    except PresetError as e:
+        print(f"widedeep: error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.func(args)
@@ -269,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (
         UsageError,
+        PresetError,
         DataError,
         FeatureColumnError,
         ModelFileError,
