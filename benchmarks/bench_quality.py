@@ -37,7 +37,7 @@ LGBM_GRID = [
     {"num_leaves": leaves, "learning_rate": lr, "min_data_in_leaf": mdl}
     for leaves in (15, 31, 63)
     for lr in (0.02, 0.05)
-    for mdl in (20, 50)
+    for mdl in (10, 20, 50)
 ]
 LGBM_FIXED = {
     "objective": "binary",
@@ -78,10 +78,12 @@ def run_preset(name: str, train: pa.Table, test: pa.Table, seed: int) -> dict:
 
 def _frame(table: pa.Table, categories: dict | None = None):
     """Features as pandas, strings as categoricals with the training set's categories."""
+    import pandas as pd
+
     df = table.drop_columns([LABEL_COLUMN]).to_pandas()
     categories = categories if categories is not None else {}
     for c in df.columns:
-        if df[c].dtype == object:
+        if not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = df[c].astype("category")
             if c in categories:
                 df[c] = df[c].cat.set_categories(categories[c])

@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_dir,
         quiet=args.quiet,
         log=say,
-        settings={"source": source},
+        settings={"source": source, "preset": args.preset},
     )
     elapsed = time.perf_counter() - t0
     if args.export_dir:

@@ -11,8 +11,8 @@ and pass their own file by path::
 
 A file holds ``name``, ``description``, ``dataset`` (the built-in data set it
 was made for, or null), ``spec`` (a :class:`FeatureSpec` as ``to_dict`` writes
-it), ``model`` (:class:`ModelConfig` choices) and ``train``
-(:class:`TrainConfig` fields).
+it, or the path of a spec file relative to the preset file), ``model``
+(:class:`ModelConfig` choices) and ``train`` (:class:`TrainConfig` fields).
 """
 
 from __future__ import annotations
@@ -37,8 +37,12 @@ class PresetError(ValueError):
 
 
 def available_presets() -> list[str]:
-    """Names of the presets shipped with widedeep."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    """Names of the presets shipped with widedeep (the folder also holds plain spec files)."""
+    return sorted(
+        p.stem
+        for p in PRESETS_DIR.glob("*.yaml")
+        if "spec" in (yaml.safe_load(p.read_text(encoding="utf-8")) or {})
+    )
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,19 @@ class Preset:
     """A training recipe: feature spec, model choices and run-loop settings, as plain data."""
 
     name: str
-    spec: dict[str, Any]
+    spec: dict[str, Any] | str
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     dataset: str | None = None
+    base_dir: Path = PRESETS_DIR  # where a spec file named by ``spec`` is looked for
 
     def feature_spec(self) -> FeatureSpec:
         """A fresh, unfitted :class:`FeatureSpec` from the preset's columns."""
+        if isinstance(self.spec, str):
+            from ..spec_file import load_spec_file
+
+            return load_spec_file(self.base_dir / self.spec)
         return FeatureSpec.from_dict(self.spec)
 
     def model_config(self, spec: FeatureSpec, **overrides: Any) -> ModelConfig:
@@ -71,11 +80,12 @@ class Preset:
         model_dir: str | Path | None = None,
         *,
         quiet: bool = True,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> TrainResult:
         """Fit the spec on ``train_data``, train, evaluate on ``eval_data``; ``overrides``
-        replace model or train settings (``seed=1``, ``train_epochs=5``, ``dropout=0.2``)."""
+        replace model or train settings (``seed=1``, ``train_epochs=5``, ``dropout=0.2``).
+        ``quiet`` (the default) prints nothing unless a ``log`` function is given."""
         unknown = sorted(set(overrides) - set(MODEL_KEYS) - set(TRAIN_KEYS))
         if unknown:
             raise PresetError(
@@ -97,7 +107,7 @@ class Preset:
             config,
             model_dir,
             quiet=quiet,
-            log=log,
+            log=log or ((lambda _: None) if quiet else print),
             settings={"preset": self.name},
         )
 
@@ -106,7 +116,7 @@ class Preset:
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset,
-            "spec": self.spec,
+            "spec": self.spec,  # a path stays relative to the preset file
             "model": self.model,
             "train": self.train,
         }
@@ -128,13 +138,16 @@ def load_preset(name_or_path: str | Path) -> Preset:
         raise PresetError(f"cannot read preset file {str(path)!r}: {e}") from None
     except yaml.YAMLError as e:
         raise PresetError(f"preset file {str(path)!r} is not valid YAML: {e}") from None
-    return preset_from_dict(data, source=str(path))
+    return preset_from_dict(data, source=str(path), base_dir=path.parent)
 
 
-def preset_from_dict(data: Any, source: str = "<dict>") -> Preset:
+def preset_from_dict(data: Any, source: str = "<dict>", base_dir: Path = PRESETS_DIR) -> Preset:
     """Validate a preset's plain data (what a preset file holds)."""
-    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
-        raise PresetError(f"{source}: a preset is a mapping with at least a 'spec' mapping")
+    if not isinstance(data, dict) or not isinstance(data.get("spec"), (dict, str)):
+        raise PresetError(
+            f"{source}: a preset is a mapping with at least 'spec' (a feature spec mapping or "
+            "the path of a spec file)"
+        )
     allowed = {"name", "description", "dataset", "spec", "model", "train"}
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -153,6 +166,7 @@ def preset_from_dict(data: Any, source: str = "<dict>") -> Preset:
         train=dict(data.get("train") or {}),
         description=str(data.get("description") or ""),
         dataset=data.get("dataset"),
+        base_dir=Path(base_dir),
     )
     try:  # fail now, naming the file, rather than at training time
         preset.feature_spec()
