@@ -98,7 +98,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(loop, "model_dir", default="census_model", help="checkpoints; resumed if present")
     _flag(loop, "export_dir", help="write a serving export under this directory")
     _flag(loop, "clean", action="store_true", help="delete model_dir first and start over")
-    _flag(loop, "threads", type=_positive_int, default=None, help="torch threads")
+    _flag(
+        loop,
+        "threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (default: 1 below batch 1024, else all cores)",
+    )
     _flag(loop, "quiet", action="store_true", help="no progress bar or per-evaluation lines")
 
     opt = p.add_argument_group("optimizers")
@@ -126,8 +132,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .model import ModelConfig
     from .train import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # small batches gain nothing from intra-op threads, and on a busy machine spinning
+    # OpenMP workers slow them down many times over: one thread unless asked otherwise
+    torch.set_num_threads(
+        args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
+    )
     spec, train_table, eval_table, source = _load_data(args)
     model_dir = Path(args.model_dir)
     if args.clean and model_dir.exists():
