@@ -46,6 +46,19 @@ def test_best_preset_loads_and_trains_on_a_sample(census_sample):
     assert {"race", "gender", "native_country", "capital_gain"} <= keys
 
 
+def test_a_copied_preset_file_loads_with_its_spec_file(tmp_path):
+    """Users copy a preset and its spec file, edit them, and pass the path."""
+    from widedeep.presets import PRESETS_DIR
+
+    for name in ("best.yaml", "census_best.yaml"):
+        (tmp_path / name).write_text((PRESETS_DIR / name).read_text())
+    edited = (tmp_path / "best.yaml").read_text().replace("train_epochs: 12", "train_epochs: 3")
+    (tmp_path / "mine.yaml").write_text(edited)
+    preset = load_preset(tmp_path / "mine.yaml")
+    assert preset.train_config().train_epochs == 3
+    assert preset.feature_spec().to_dict() == load_preset("best").feature_spec().to_dict()
+
+
 def test_preset_overrides_and_errors(tmp_path):
     preset = load_preset("best")
     assert preset.train_config(seed=7).seed == 7

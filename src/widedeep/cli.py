@@ -292,10 +292,9 @@ def _preset_defaults(argv: list[str] | None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from .artifact import ModelFileError
     from .feature_column import FeatureColumnError
+    from .presets import PresetError
     from .train import TrainingInterrupted
     from .transform import DataError
-
-    from .presets import PresetError
 
     try:
         parser = build_parser(_preset_defaults(argv))

@@ -17,9 +17,10 @@ it, or the path of a spec file relative to the preset file), ``model``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
