@@ -7,7 +7,7 @@ and pass their own file by path::
 
     from widedeep.presets import load_preset
     preset = load_preset("best")            # or load_preset("my_recipe.yaml")
-    result = preset.train(train_table, eval_table, seed=1)
+    result = preset.fit(train_table, eval_table, seed=1)
 
 A file holds ``name``, ``description``, ``dataset`` (the built-in data set it
 was made for, or null), ``spec`` (a :class:`FeatureSpec` as ``to_dict`` writes
@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from ..model import ModelConfig
-from ..train import TrainConfig, TrainResult, train
+from ..train import TrainConfig, TrainResult
+from ..train import train as run_training
 from ..transform import FeatureSpec
 
 PRESETS_DIR = Path(__file__).parent
@@ -100,7 +101,7 @@ class Preset:
             spec, **{k: v for k, v in overrides.items() if k in MODEL_KEYS}
         )
         config = self.train_config(**{k: v for k, v in overrides.items() if k in TRAIN_KEYS})
-        return train(
+        return run_training(
             spec,
             train_batch,
             eval_batch,
