@@ -157,3 +157,24 @@ def test_reference_first_layer_starts_unsaturated(census_sample):
         x = torch.cat([model.embeddings[0](batch.embed_ids[0]), batch.dense], dim=1)
         h = model.first(x) + model.indicator(batch.indicator_ids)
     assert h.abs().max().item() < 20
+
+
+def test_cli_trains_the_best_preset(tmp_path):
+    import gzip
+    from importlib import resources
+
+    from widedeep import artifact
+
+    data = resources.files("widedeep.datasets") / "data"
+    for name, rows in (("adult.data", 1500), ("adult.test", 600)):
+        with gzip.open(data / f"{name}.gz", "rt") as f:
+            (tmp_path / name).write_text("".join(next(f) for _ in range(rows)))
+    model_dir = tmp_path / "model"
+    argv = ["train", "--preset", "best", "--data_dir", str(tmp_path), "--train_epochs", "1",
+            "--model_dir", str(model_dir), "--quiet", "--threads", "1"]
+    assert main(argv) == 0
+    spec, model, config, _ = artifact.read_model_dir(model_dir)
+    assert config["settings"]["preset"] == "best"
+    assert config["settings"]["train"]["train_epochs"] == 1  # the flag beat the preset's 12
+    assert model.config.hidden_units == [256, 128] and model.config.dropout == 0.2
+    assert "vocabulary_from_data:capital_gain" in spec.state_
