@@ -240,8 +240,12 @@ def _load_data(args: argparse.Namespace):
     if args.spec or args.train:
         if not (args.spec and args.train):
             raise UsageError("--spec and --train go together (--eval is optional)")
-        from .spec_file import load_spec_file
+        try:
+            from .spec_file import load_spec_file
+        except ImportError:  # before spec files: the FeatureSpec JSON that datasets synth writes
+            from .transform import FeatureSpec
 
+            load_spec_file = FeatureSpec.load
         spec = load_spec_file(args.spec)
         return spec, args.train, args.eval, args.train  # read by widedeep.stream.prepare
     from .datasets import census

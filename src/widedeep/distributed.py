@@ -152,7 +152,9 @@ def sync_sparse_grads(model: nn.Module, ctx: Context) -> None:
         grad = grad.coalesce()
         indices = gather_rows(grad.indices()[0], ctx)
         values = gather_rows(grad.values(), ctx)
-        p.grad = torch.sparse_coo_tensor(indices[None], values / ctx.world, p.shape)
+        p.grad = torch.sparse_coo_tensor(
+            indices[None], values / ctx.world, p.shape, check_invariants=False
+        )
 
 
 def in_lockstep(batches: Iterator[Batch], ctx: Context) -> Iterator[Batch]:

@@ -375,8 +375,8 @@ class StreamSource:
             self.peak_rows = max(self.peak_rows, buffer.peak_rows)
 
     def _generator(self, epoch: int, worker: int = 0) -> torch.Generator:
-        seed = int(np.random.SeedSequence([self.seed, epoch, self.rank, worker]).generate_state(1)[0])
-        return torch.Generator().manual_seed(seed)
+        entropy = [self.seed, epoch, self.rank, worker]
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
     def _my_units(self, epoch: int) -> list[Unit]:
         return deal(self.units, epoch, self.seed, self.shuffle, self.rank, self.world)

@@ -238,8 +238,8 @@ def evaluate(model: WideDeep, data: Batch | Source, head: str, batch_size: int |
         logits = distributed.gather_rows(logits.to(ctx.device), ctx)
         label = distributed.gather_rows(label.to(ctx.device), ctx)
         weight = None if weight is None else distributed.gather_rows(weight.to(ctx.device), ctx)
-    cpu = (lambda t: None if t is None else t.cpu())
-    return evaluation_metrics(cpu(logits), cpu(label), cpu(weight), head, batch_size)
+    weight = None if weight is None else weight.cpu()
+    return evaluation_metrics(logits.cpu(), label.cpu(), weight, head, batch_size)
 
 
 @torch.no_grad()
