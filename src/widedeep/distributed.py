@@ -117,9 +117,7 @@ def wrap(model: nn.Module, ctx: Context) -> nn.Module:
     ignored = [name for name in _sparse_parameters(model)]
     if len([p for n, p in model.named_parameters() if n not in ignored]) == 0:
         return model
-    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-        model, ignored
-    )
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
     device_ids = [ctx.local_rank] if ctx.device.startswith("cuda") else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 

@@ -376,7 +376,9 @@ class StreamSource:
 
     def _generator(self, epoch: int, worker: int = 0) -> torch.Generator:
         entropy = [self.seed, epoch, self.rank, worker]
-        return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+        return torch.Generator().manual_seed(
+            int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        )
 
     def _my_units(self, epoch: int) -> list[Unit]:
         return deal(self.units, epoch, self.seed, self.shuffle, self.rank, self.world)
@@ -519,7 +521,6 @@ def prepare(
         StreamSource(spec, eval_files, 1 << 14, shuffle=False, **common) if eval_files else None
     )
     return train_data, eval_data
-
 
 
 def _read_all(files: Sequence[Path], read_table) -> pa.Table:
