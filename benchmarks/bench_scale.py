@@ -103,11 +103,7 @@ def bench_stream(args: argparse.Namespace) -> list[dict]:
 
 def bench_wide(args: argparse.Namespace) -> list[dict]:
     """Examples/s of FTRL on a sparse wide table, per table size (same id stream)."""
-    from widedeep.batch import Batch
     from widedeep.hashing import mix64
-    from widedeep.heads import training_loss
-    from widedeep.model import ModelConfig, WideDeep
-    from widedeep.optim import Ftrl
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -119,23 +115,7 @@ def bench_wide(args: argparse.Namespace) -> list[dict]:
     out = []
     for buckets in args.buckets:
         ids = torch.from_numpy((hashed % np.uint64(buckets)).astype(np.int64) + 1)
-        model = WideDeep(ModelConfig(model_type="wide", wide_dim=buckets, sparse_wide=True))
-        opt = Ftrl(model.wide_parameters(), lr=0.05)
-        empty = torch.zeros(b, 0)
-
-        def step(i: int) -> None:
-            batch = Batch(ids[i], None, [], [], empty.long(), None, empty, labels[i])
-            loss = training_loss(model(batch), batch.label, None, "binary", "sum")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        for i in range(5):  # warm-up; the first step allocates FTRL's state
-            step(i)
-        t0 = time.perf_counter()
-        for i in range(5, steps + 5):
-            step(i)
-        dt = time.perf_counter() - t0
+        dt = _time_ftrl(buckets, ids, labels, steps)
         out.append(
             {
                 "buckets": buckets,
@@ -147,8 +127,33 @@ def bench_wide(args: argparse.Namespace) -> list[dict]:
             }
         )
         print(out[-1], flush=True)
-        del model, opt
     return out
+
+
+def _time_ftrl(buckets: int, ids: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
+    """Seconds for ``steps`` FTRL steps of a sparse wide model (after 5 warm-up steps)."""
+    from widedeep.batch import Batch
+    from widedeep.heads import training_loss
+    from widedeep.model import ModelConfig, WideDeep
+    from widedeep.optim import Ftrl
+
+    model = WideDeep(ModelConfig(model_type="wide", wide_dim=buckets, sparse_wide=True))
+    opt = Ftrl(model.wide_parameters(), lr=0.05)
+    empty = torch.zeros(ids.shape[1], 0)
+
+    def step(i: int) -> None:
+        batch = Batch(ids[i], None, [], [], empty.long(), None, empty, labels[i])
+        loss = training_loss(model(batch), batch.label, None, "binary", "sum")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for i in range(5):  # warm-up; the first step allocates FTRL's state
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(5, steps + 5):
+        step(i)
+    return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- ddp
