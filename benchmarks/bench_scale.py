@@ -41,10 +41,10 @@ def stream_worker(args: argparse.Namespace) -> dict:
     from widedeep import stream
     from widedeep.model import ModelConfig
     from widedeep.train import TrainConfig, train
-    from widedeep.transform import FeatureSpec
+    from widedeep.spec_file import load_spec_file
 
     torch.set_num_threads(1)
-    spec = FeatureSpec.load(Path(args.data) / "spec.json")
+    spec = load_spec_file(Path(args.data) / "spec.yaml")
     t0 = time.perf_counter()
     data, _ = stream.prepare(
         spec,
@@ -83,7 +83,7 @@ def stream_worker(args: argparse.Namespace) -> dict:
 
 def bench_stream(args: argparse.Namespace) -> list[dict]:
     data = Path(args.data)
-    if not (data / "spec.json").exists():
+    if not (data / "spec.yaml").exists():
         from widedeep.datasets import synth
 
         synth.write(data, args.rows, eval_rows=1000, seed=0, log=lambda _: None)

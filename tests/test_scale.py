@@ -368,7 +368,7 @@ def test_cli_synth_writes_deterministic_shards_and_trains_streamed(tmp_path):
     assert 0.05 < np.mean(table.column("clicked").to_numpy()) < 0.95
 
     d = tmp_path / "a"
-    argv = ["train", "--spec", str(d / "spec.json"), "--train", str(d / "train"), "--eval"]
+    argv = ["train", "--spec", str(d / "spec.yaml"), "--train", str(d / "train"), "--eval"]
     argv += [str(d / "eval"), "--stream", "on", "--model-type", "deep", "--train-epochs", "1"]
     argv += ["--batch-size", "256", "--model-dir", str(tmp_path / "m"), "--quiet"]
     assert main(argv) == 0

@@ -104,7 +104,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(loop, "model_dir", default="census_model", help="checkpoints; resumed if present")
     _flag(loop, "export_dir", help="write a serving export under this directory")
     _flag(loop, "clean", action="store_true", help="delete model_dir first and start over")
-    _flag(loop, "threads", type=_positive_int, default=None, help="torch threads")
+    _flag(
+        loop,
+        "threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (default: 1 below batch 1024, else all cores)",
+    )
     _flag(loop, "device", default="cpu", help="cpu, cuda, cuda:N or auto")
     _flag(loop, "quiet", action="store_true", help="no progress bar or per-evaluation lines")
 
@@ -134,8 +140,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .model import ModelConfig
     from .train import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # small batches gain nothing from intra-op threads, and on a busy machine spinning
+    # OpenMP workers slow them down many times over: one thread unless asked otherwise
+    torch.set_num_threads(
+        args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
+    )
     ctx = distributed.init_from_env(args.device)  # torchrun: join the process group
     if not ctx.is_main:
         args.quiet = True
@@ -240,12 +249,8 @@ def _load_data(args: argparse.Namespace):
     if args.spec or args.train:
         if not (args.spec and args.train):
             raise UsageError("--spec and --train go together (--eval is optional)")
-        try:
-            from .spec_file import load_spec_file
-        except ImportError:  # before spec files: the FeatureSpec JSON that datasets synth writes
-            from .transform import FeatureSpec
+        from .spec_file import load_spec_file
 
-            load_spec_file = FeatureSpec.load
         spec = load_spec_file(args.spec)
         return spec, args.train, args.eval, args.train  # read by widedeep.stream.prepare
     from .datasets import census
@@ -310,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = datasets.add_parser("synth", help="synthetic click-through Parquet shards + spec")
     _flag(s, "rows", type=_positive_int, required=True, help="training rows")
     _flag(s, "eval_rows", type=_positive_int, default=None, help="default rows/10")
-    _flag(s, "out", required=True, help="output directory (train/, eval/, spec.json)")
+    _flag(s, "out", required=True, help="output directory (train/, eval/, spec.yaml)")
     _flag(s, "rows_per_shard", type=_positive_int, default=1_000_000)
     _flag(s, "cross_buckets", type=_positive_int, default=1_000_000, help="hash size per cross")
     _flag(s, "seed", type=int, default=0)

@@ -139,7 +139,7 @@ def write(
     cross_buckets: int = 1_000_000,
     log=print,
 ) -> dict:
-    """Write ``out/train/*.parquet``, ``out/eval/*.parquet`` and the spec; return a summary."""
+    """Write ``out/train/*.parquet``, ``out/eval/*.parquet`` and ``out/spec.yaml``."""
     out = Path(out)
     eval_rows = max(rows // 10, 1) if eval_rows is None else eval_rows
     summary = {"rows": rows, "eval_rows": eval_rows, "seed": seed, "shards": {}}
@@ -161,7 +161,9 @@ def write(
 
 
 def _write_spec(out: Path, spec: FeatureSpec) -> Path:
-    """The spec as ``spec.json`` (FeatureSpec.to_dict; read by ``--spec``)."""
-    path = out / "spec.json"
-    spec.save(path)
+    """The spec as ``spec.yaml`` in the spec-file format (read by ``widedeep train --spec``)."""
+    from ..spec_file import dump_spec_file
+
+    path = out / "spec.yaml"
+    dump_spec_file(spec, path)
     return path
