@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py stream --rows 2000000 --data /tmp/synth
     python benchmarks/bench_scale.py wide --buckets 10000 100000000
     python benchmarks/bench_scale.py ddp --batch-size 4096
+    python benchmarks/bench_scale.py models --rows 500000 --data /tmp/synth-500k
 
 ``stream`` trains one epoch of the synthetic CTR data (``widedeep datasets
 synth``) in memory and streamed from its Parquet shards, each in a fresh
@@ -40,8 +41,8 @@ def stream_worker(args: argparse.Namespace) -> dict:
     """One epoch of training, in memory or streamed; run in its own process."""
     from widedeep import stream
     from widedeep.model import ModelConfig
-    from widedeep.train import TrainConfig, train
     from widedeep.spec_file import load_spec_file
+    from widedeep.train import TrainConfig, train
 
     torch.set_num_threads(1)
     spec = load_spec_file(Path(args.data) / "spec.yaml")
@@ -220,6 +221,52 @@ def bench_ddp(args: argparse.Namespace) -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------- models
+
+
+def bench_models(args: argparse.Namespace) -> list[dict]:
+    """Eval AUC of wide, deep and wide & deep on the synthetic data (streamed)."""
+    from widedeep import stream
+    from widedeep.datasets import synth
+    from widedeep.model import ModelConfig
+    from widedeep.spec_file import load_spec_file
+    from widedeep.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    data = Path(args.data)
+    if not (data / "spec.yaml").exists():
+        synth.write(data, args.rows, seed=0, log=lambda _: None)
+    out = []
+    for model_type in ("wide", "deep", "wide_deep"):
+        spec = load_spec_file(data / "spec.yaml")
+        train_data, eval_data = stream.prepare(
+            spec, str(data / "train"), str(data / "eval"), batch_size=args.batch_size,
+            stream=True, log=lambda _: None,
+        )  # fmt: skip
+        config = ModelConfig.from_spec(spec, model_type=model_type, sparse_wide=True)
+        result = train(
+            spec,
+            train_data,
+            eval_data,
+            config,
+            # one pair of rates for all three: the canned defaults differ per model type
+            TrainConfig(train_epochs=args.epochs, epochs_between_evals=args.epochs,
+                        batch_size=args.batch_size, linear_learning_rate=args.linear_lr,
+                        dnn_learning_rate=args.dnn_lr),
+            None,
+            quiet=True,
+        )  # fmt: skip
+        m = result.metrics
+        out.append(
+            {
+                "model_type": model_type,
+                **{k: round(m[k], 4) for k in ("auc", "average_loss", "accuracy")},
+            }
+        )
+        print(out[-1], flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -241,6 +288,14 @@ def main() -> None:
     p.add_argument("--ids-per-row", type=int, default=30)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--out")
+    p = sub.add_parser("models")
+    p.add_argument("--data", default="/tmp/widedeep-synth")
+    p.add_argument("--rows", type=int, default=500_000)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--linear-lr", type=float, default=0.1)
+    p.add_argument("--dnn-lr", type=float, default=0.05)
+    p.add_argument("--out")
     p = sub.add_parser("ddp")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--steps", type=int, default=30)
@@ -249,7 +304,8 @@ def main() -> None:
     if args.what == "_stream":
         print(json.dumps(stream_worker(args)))
         return
-    results = {"stream": bench_stream, "wide": bench_wide, "ddp": bench_ddp}[args.what](args)
+    benches = {"stream": bench_stream, "wide": bench_wide, "ddp": bench_ddp, "models": bench_models}
+    results = benches[args.what](args)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
