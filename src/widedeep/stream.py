@@ -487,7 +487,6 @@ def prepare(
     distributed run rank 0 fits and sends the fitted state to the others.
     """
     from . import distributed
-    from .io import read_table
     from .sketch import fit_stream, needs_fit
 
     ctx = distributed.current()
@@ -499,11 +498,11 @@ def prepare(
     if stream:  # checks the formats
         train_files, eval_files = expand_paths(train_files), expand_paths(eval_files)
     if not stream:
-        train_table = _read_all(train_files, read_table)
+        train_table = read_all(train_files)
         spec.fit(train_table)
         train_data = spec.transform(train_table, label=True)
         del train_table
-        eval_data = spec.transform(_read_all(eval_files, read_table), label=True) if eval else None
+        eval_data = spec.transform(read_all(eval_files), label=True) if eval else None
         return train_data, eval_data
     if needs_fit(spec):
         if ctx.is_main:
@@ -523,8 +522,11 @@ def prepare(
     return train_data, eval_data
 
 
-def _read_all(files: Sequence[Path], read_table) -> pa.Table:
-    tables = [read_table(p) for p in files]
+def read_all(paths: str | Path | Sequence[str | Path]) -> pa.Table:
+    """Every row of the files named by ``paths`` (files, directories, globs) as one table."""
+    from .io import read_table
+
+    tables = [read_table(p) for p in expand_paths(paths, ("parquet", "csv", "jsonl"))]
     if len(tables) == 1:
         return tables[0]
     try:
