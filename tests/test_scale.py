@@ -374,3 +374,5 @@ def test_cli_synth_writes_deterministic_shards_and_trains_streamed(tmp_path):
     assert main(argv) == 0
     metrics = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").open()]
     assert metrics[-1]["global_step"] == 12  # ceil(3000 / 256) batches streamed
+    # `evaluate` reuses the recorded eval data: here a directory of shards
+    assert main(["evaluate", "--model", str(tmp_path / "m")]) == 0
