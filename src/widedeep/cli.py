@@ -70,8 +70,21 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     _flag(data, "download", action="store_true", help="download the data set into --data_dir first")
     _flag(data, "spec", help="feature spec file (YAML/JSON) for your own data")
-    _flag(data, "train", help="training data file (CSV, Parquet or JSON lines)")
-    _flag(data, "eval", help="evaluation data file")
+    _flag(
+        data,
+        "train",
+        help="training data: a file (CSV, Parquet or JSON lines), a directory or a glob of shards",
+    )
+    _flag(data, "eval", help="evaluation data (file, directory or glob)")
+    _flag(
+        data,
+        "stream",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="stream --train/--eval from disk (auto: when the files exceed 1 GiB)",
+    )
+    _flag(data, "shuffle_buffer", type=_positive_int, default=100_000, help="rows (streaming)")
+    _flag(data, "loader_workers", type=int, default=0, help="encoding processes (0: a thread)")
 
     model = p.add_argument_group("model")
     _flag(model, "model_type", default="wide_deep", choices=["wide", "deep", "wide_deep"])
@@ -112,6 +125,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch threads (default: 1 below batch 1024, else all cores)",
     )
+    _flag(loop, "device", default="cpu", help="cpu, cuda, cuda:N or auto")
     _flag(loop, "quiet", action="store_true", help="no progress bar or per-evaluation lines")
 
     opt = p.add_argument_group("optimizers")
@@ -136,6 +150,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .model import ModelConfig
     from .train import TrainConfig, train
 
@@ -144,10 +159,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(
         args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
     )
+    ctx = distributed.init_from_env(args.device)  # torchrun: join the process group
+    if not ctx.is_main:
+        args.quiet = True
     spec, train_table, eval_table, source = _load_data(args)
     model_dir = Path(args.model_dir)
-    if args.clean and model_dir.exists():
+    if args.clean and model_dir.exists() and ctx.is_main:
         _clean(model_dir)
+    distributed.barrier(ctx)
     config = TrainConfig(
         train_epochs=args.train_epochs,
         epochs_between_evals=args.epochs_between_evals,
@@ -164,9 +183,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         loss_reduction=args.loss_reduction,
     )
     t0 = time.perf_counter()
-    spec.fit(train_table)
-    train_batch = spec.transform(train_table, label=True)
-    eval_batch = spec.transform(eval_table, label=True) if eval_table is not None else None
+    if isinstance(train_table, str):  # files: in memory or streamed (widedeep.stream)
+        from .stream import prepare
+
+        stream = {"auto": None, "on": True, "off": False}[args.stream]
+        train_batch, eval_batch = prepare(
+            spec, train_table, eval_table, batch_size=args.batch_size, seed=args.seed,
+            stream=stream, shuffle_buffer=args.shuffle_buffer, workers=args.loader_workers,
+            log=(lambda _: None) if args.quiet else print,
+        )  # fmt: skip
+    else:
+        spec.fit(train_table)
+        train_batch = spec.transform(train_table, label=True)
+        eval_batch = spec.transform(eval_table, label=True) if eval_table is not None else None
     model_config = ModelConfig.from_spec(
         spec,
         model_type=args.model_type,
@@ -183,8 +212,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         init_model = warm_start_from(args.warm_start_from, spec, log=say)
     say(
         f"widedeep {__version__}: {model_config.model_type} on {source}: "
-        f"{len(train_batch):,} train / {len(eval_batch) if eval_batch else 0:,} eval rows, "
-        f"encoded in {time.perf_counter() - t0:.2f}s; model_dir {model_dir}"
+        f"{_rows(train_batch)} train / {_rows(eval_batch)} eval rows, "
+        f"{'streamed' if hasattr(train_batch, 'epoch') else 'encoded'} "
+        f"in {time.perf_counter() - t0:.2f}s; model_dir {model_dir}"
+        + (f"; {ctx.world} processes" if ctx.distributed else "")
     )
     result = train(
         spec,
@@ -199,12 +230,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings={**_data_settings(args, source), "preset": args.preset},
     )
     elapsed = time.perf_counter() - t0
+    if not ctx.is_main:  # rank 0 alone exports and reports
+        return 0
     if args.export_dir:
         path = export(result.checkpoint, args.export_dir)
         say(f"exported to {path}")
     _print_table(result.metrics)
     print(f"done in {elapsed:.1f}s; model in {result.checkpoint or model_dir}")
     return 0
+
+
+def _rows(data: Any) -> str:
+    if data is None:
+        return "0"
+    n = getattr(data, "num_rows", None) if hasattr(data, "epoch") else len(data)
+    return "?" if n is None else f"{n:,}"
 
 
 def _port(text: str) -> int:
@@ -287,13 +327,10 @@ def _load_data(args: argparse.Namespace):
     if args.spec or args.train:
         if not (args.spec and args.train):
             raise UsageError("--spec and --train go together (--eval is optional)")
-        from .io import read_table
         from .spec_file import load_spec_file
 
         spec = load_spec_file(args.spec)
-        train_table = read_table(args.train)
-        eval_table = read_table(args.eval) if args.eval else None
-        return spec, train_table, eval_table, args.train
+        return spec, args.train, args.eval, args.train  # read by widedeep.stream.prepare
     from .datasets import census
 
     if args.download:
@@ -330,6 +367,23 @@ def _print_table(metrics: dict[str, Any], title: str = "final evaluation") -> No
     for k in keys:
         v = metrics[k]
         print(f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    import json
+
+    from .datasets import synth
+
+    summary = synth.write(
+        args.out,
+        args.rows,
+        eval_rows=args.eval_rows,
+        rows_per_shard=args.rows_per_shard,
+        seed=args.seed,
+        cross_buckets=args.cross_buckets,
+    )
+    print(json.dumps(summary))
+    return 0
 
 
 # --------------------------------------------------------------------------- using a saved model
@@ -414,6 +468,16 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     p = sub.add_parser("train", help="train a model (default: the census reference run)")
     add_train_flags(p)
     p.set_defaults(func=cmd_train, **(train_defaults or {}))
+    ds = sub.add_parser("datasets", help="write data sets (synth: synthetic CTR data for scale)")
+    datasets = ds.add_subparsers(dest="dataset_command", required=True)
+    s = datasets.add_parser("synth", help="synthetic click-through Parquet shards + spec")
+    _flag(s, "rows", type=_positive_int, required=True, help="training rows")
+    _flag(s, "eval_rows", type=_positive_int, default=None, help="default rows/10")
+    _flag(s, "out", required=True, help="output directory (train/, eval/, spec.yaml)")
+    _flag(s, "rows_per_shard", type=_positive_int, default=1_000_000)
+    _flag(s, "cross_buckets", type=_positive_int, default=1_000_000, help="hash size per cross")
+    _flag(s, "seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("predict", help="score the rows of a file with a saved model")
     _flag(p, "model", required=True, help="model_dir, export directory or export base")
