@@ -351,14 +351,23 @@ def download_census(
 
 
 def build_model_columns() -> tuple[list, list]:
-    """The wide and deep columns of TensorFlow's census example, declared as it did."""
+    """The wide and deep columns of TensorFlow's census example, declared as it did but for
+    one change: the deep part's numerics are standardised (``normalizer="standard"``).
+
+    Why: fed raw, capital_gain (up to 99,999) puts first-layer pre-activations in the
+    thousands, so one AdaGrad step of 0.001 on its weight moves them by ~100; ReLUs die and
+    evaluations dip (AUC 0.838 at epoch 34 with seed 0).  Standardising is an affine
+    reparametrisation of the first layer's input, so the model can express exactly the same
+    functions; it only makes the optimisation well-conditioned.  The wide part's age buckets
+    still cut the raw age.
+    """
     from .. import feature_column as fc
 
     age = fc.numeric_column("age")
-    education_num = fc.numeric_column("education_num")
-    capital_gain = fc.numeric_column("capital_gain")
-    capital_loss = fc.numeric_column("capital_loss")
-    hours_per_week = fc.numeric_column("hours_per_week")
+
+    def deep_numeric(key: str) -> fc.NumericColumn:
+        return fc.numeric_column(key, normalizer="standard")
+
     education = fc.categorical_column_with_vocabulary_list(
         "education",
         [
@@ -420,11 +429,11 @@ def build_model_columns() -> tuple[list, list]:
     ]
     wide_columns = base_columns + crossed_columns
     deep_columns = [
-        age,
-        education_num,
-        capital_gain,
-        capital_loss,
-        hours_per_week,
+        deep_numeric("age"),
+        deep_numeric("education_num"),
+        deep_numeric("capital_gain"),
+        deep_numeric("capital_loss"),
+        deep_numeric("hours_per_week"),
         fc.indicator_column(workclass),
         fc.indicator_column(education),
         fc.indicator_column(marital_status),
