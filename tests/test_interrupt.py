@@ -23,7 +23,7 @@ from widedeep.datasets.census import census_spec, load_census
 from widedeep.model import ModelConfig, WideDeep
 from widedeep.train import TrainConfig, TrainingInterrupted, train
 
-EPOCHS, ROWS, BATCH = 6, 600, 20
+EPOCHS, ROWS, BATCH = 10, 2000, 5
 STEPS = EPOCHS * ROWS // BATCH
 
 
