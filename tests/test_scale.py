@@ -183,7 +183,7 @@ def test_fit_stream_equals_fit_when_exact(shards):
     whole = pa.concat_tables(tables)
     expected = make_spec().fit(whole).state_
     got = fit_stream(make_spec(), (t.slice(i, 37) for t in tables for i in range(0, len(t), 37)))
-    key = "numeric:y"
+    key = "numeric:y:standard"
     np.testing.assert_allclose(got.state_[key]["mean"], expected[key]["mean"], rtol=1e-12)
     np.testing.assert_allclose(got.state_[key]["std"], expected[key]["std"], rtol=1e-12)
     assert {k: v for k, v in got.state_.items() if k != key} == {
@@ -205,7 +205,7 @@ def test_fit_stream_switches_to_sketches_beyond_the_exact_limit():
     )
     fit_stream(spec, (table.slice(i, 1000) for i in range(0, n, 1000)), exact_limit=2000)
     assert sorted(spec.state_["vocabulary_from_data:cat"]["vocabulary"]) == sorted(common)
-    boundaries = spec.state_["numeric:x"]["boundaries"][0]
+    boundaries = spec.state_["numeric:x:quantile10"]["boundaries"][0]
     exact = np.quantile(values, np.arange(1, 10) / 10)
     ranks = np.searchsorted(np.sort(values), boundaries) / n  # KLL: rank error well under 2 %
     np.testing.assert_allclose(ranks, np.arange(1, 10) / 10, atol=0.02)

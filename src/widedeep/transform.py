@@ -505,7 +505,14 @@ def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
 
 
 def _state_key(column: fc.FeatureColumn) -> str:
-    return f"{fc.to_dict(column)['type']}:{column.name}"
+    """Where a column's fitted state lives in ``state_``; numeric columns on one feature with
+    different normalisers (e.g. standard and quantile ``age``) each keep their own."""
+    key = f"{fc.to_dict(column)['type']}:{column.name}"
+    if isinstance(column, fc.NumericColumn) and column.normalizer == "quantile":
+        return f"{key}:quantile{column.num_quantiles}"
+    if isinstance(column, fc.NumericColumn) and column.normalizer == "standard":
+        return f"{key}:standard"
+    return key
 
 
 # --------------------------------------------------------------------------- encoding
