@@ -129,9 +129,9 @@ class _Encoder:
         ints = np.where(present, values, -1)
         if (ints != np.floor(ints)).any():
             raise DataError(f"identity column {column.key!r}: values must be integers")
-        ids = ints.astype(np.int64)
-        out_of_range = present & ((ids < 0) | (ids >= column.num_buckets))
-        ids[out_of_range] = -1 if column.default_value is None else column.default_value
+        in_range = present & (ints >= 0) & (ints < column.num_buckets)  # before the cast: inf
+        ids = np.where(in_range, ints, -1).astype(np.int64)
+        ids[present & ~in_range] = -1 if column.default_value is None else column.default_value
         return Ids(ids, offsets)
 
     def _weighted(self, column: fc.WeightedCategoricalColumn) -> Ids:
