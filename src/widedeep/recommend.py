@@ -31,6 +31,8 @@ from . import metrics
 from .artifact import ModelFileError, atomic_write, resolve, write_json
 from .batch import Batch
 from .datasets import movielens as ml
+from .hashing import cross_hash, hash_strings
+from .ids import Ids, cartesian, offsets_of, row_of
 from .predict import Predictor, load
 from .train import InMemory
 from .transform import FeatureSpec
@@ -72,8 +74,9 @@ class Recommender:
         histories = ml.latest_history(
             interactions, known, max_length=history_length, threshold=like_threshold
         )
-        self._history = dict(zip(known.tolist(), histories.to_pylist()))
+        self._users = data.users.append_column("liked", histories)
         self.interactions = interactions
+        self._fast = _BroadcastScorer.build(predictor, self._users, self._items)
 
     # ----------------------------------------------------------------- scoring
 
@@ -94,35 +97,35 @@ class Recommender:
             rows = rows[~np.isin(rows, self.seen(user_id))]
         return rows
 
-    def features(self, user_id: int, rows: np.ndarray) -> pa.Table:
-        """The model's input for (user, each item row): user context broadcast onto items."""
+    def user_row(self, user_id: int) -> int:
         try:
-            user = self.data.users.slice(
-                int(ml.positions(np.array([user_id]), self.data.users, "user_id")[0]), 1
-            )
+            return int(ml.positions(np.array([user_id]), self._users, "user_id")[0])
         except ml.MovieLensError:
             raise ml.MovieLensError(
                 f"user {user_id} is not in the model's user table; choose an existing user id"
             ) from None
-        n = len(rows)
-        items = self._items.take(rows)
-        columns = {name: pa.repeat(user.column(name)[0], n) for name in user.column_names}
-        columns.update({name: items.column(name) for name in items.column_names})
-        history = np.asarray(self._history.get(user_id, []), dtype=np.int64)
-        k = len(history)
-        columns["liked"] = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, n * k + 1, k) if k else np.zeros(n + 1, np.int64), pa.int32()),
-            pa.array(np.tile(history, n), pa.int64()),
-        )
-        return pa.table(columns)
 
-    def score_rows(self, user_id: int, rows: np.ndarray) -> np.ndarray:
-        """Model scores (logits: monotone in P(like) or in the predicted rating) for item rows."""
+    def features(self, user_id: int, rows: np.ndarray) -> pa.Table:
+        """The model's input for (user, each item row): user context broadcast onto items."""
+        return _broadcast(self._users, self.user_row(user_id), self._items, rows)
+
+    def score_rows(self, user_id: int, rows: np.ndarray, fast: bool = True) -> np.ndarray:
+        """Model scores (logits: monotone in P(like) or in the predicted rating) for item rows.
+
+        ``fast`` uses the precomputed user and item sides (same numbers, ~10x quicker);
+        ``fast=False`` encodes the broadcast rows with the spec like any other input.
+        """
         if len(rows) == 0:
             return np.zeros(0, dtype=np.float32)
+        if fast and self._fast is not None:
+            return self._fast.score(self.user_row(user_id), rows)
         batch = self.predictor.spec.transform(self.features(user_id, rows), label=False)
         with torch.no_grad():
             return self.predictor.model(batch)[:, 0].numpy()
+
+    def score_items(self, user_id: int, item_ids: np.ndarray) -> np.ndarray:
+        """Scores of the given item ids for the user (the scorer of :func:`ranking_metrics`)."""
+        return self.score_rows(user_id, ml.positions(item_ids, self.data.movies, "movie_id"))
 
     def recommend(
         self,
@@ -149,6 +152,25 @@ class Recommender:
                 "score": pa.array(values.astype(np.float64)),
             }
         )
+
+
+def _broadcast(users: pa.Table, user_row: int, items: pa.Table, rows: np.ndarray) -> pa.Table:
+    """One user's columns repeated onto the given item rows (list columns included)."""
+    n = len(rows)
+    columns = {}
+    for name in users.column_names:
+        value = users.column(name).slice(user_row, 1).combine_chunks()
+        if pa.types.is_list(value.type):
+            k = len(value.values)
+            offsets = np.arange(0, n * k + 1, k) if k else np.zeros(n + 1, np.int64)
+            columns[name] = pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), value.values.take(pa.array(np.tile(np.arange(k), n)))
+            )
+        else:
+            columns[name] = pa.repeat(value[0], n)
+    taken = items.take(rows)
+    columns.update({name: taken.column(name) for name in taken.column_names})
+    return pa.table(columns)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -353,7 +375,7 @@ def ranking_metrics(
         candidates = item_ids[~np.isin(item_ids, rated_train.get(user, []))]
         scores = np.asarray(score(user, candidates), dtype=np.float64)
         relevant = np.isin(candidates, positives)
-        order = np.lexsort((candidates, -scores))  # ties: lower id first, never in the model's favour
+        order = np.lexsort((candidates, -scores))  # ties: lower id first
         top = relevant[order[:k]]
         hits.append(top.any())
         ndcg_rel.append(top.astype(np.float64))
@@ -397,3 +419,191 @@ def popularity_scorer(train: pa.Table) -> Scorer:
         return lookup[np.minimum(items, len(lookup) - 1)] * (items < len(lookup))
 
     return score
+
+
+# --------------------------------------------------------------------------- fast scoring
+
+
+class _BroadcastScorer:
+    """Scores (user, many items) without re-encoding the user or the items per request.
+
+    Every wide column but the user x item crosses and every deep column reads only user
+    features or only item features, and the wide logit and the deep part's first layer are
+    sums over columns.  So for a reference user u0 and item i0, with f either of them,
+    ``f(u, i) = f(u0, i) + f(u, i0) - f(u0, i0)``: both sides are encoded once, here, for
+    all users and all items.  Per request only the user x item crosses are hashed (the same
+    formula as the encoder: :mod:`widedeep.hashing`), then the rest of the MLP runs.  A
+    cross of one user component and one item component (occupation x genres, liked x
+    movie_id) is precomputed further as a table [distinct user value, item] of summed weights,
+    so a request only adds up the rows of the user's values.
+    """
+
+    def __init__(self, model, spec, users, items, mixed) -> None:
+        self.model = model
+        self.mixed = mixed  # per cross: (base id, size, hash_key, [(side, Ids per row)])
+        wide_w = model.wide.weight[:, 0].detach().numpy() if model.has_wide else None
+        self.wide_w = wide_w
+        self.bias = float(model.wide_bias.detach()[0]) if model.has_wide else 0.0
+        in_mixed = np.zeros(spec.wide_dim_ + 1, dtype=bool)
+        for base, size, _, _ in mixed:
+            in_mixed[base : base + size] = True
+        item_batch = spec.transform(_broadcast(users, 0, items, np.arange(items.num_rows)))
+        user_batch = spec.transform(_broadcast(items, 0, users, np.arange(users.num_rows)))
+        self.tables = [_pair_table(m, wide_w, items.num_rows) if model.has_wide else None
+                       for m in mixed]  # fmt: skip
+        with torch.no_grad():
+            if model.has_wide:
+                wide_i = _wide_sum(item_batch, wide_w, in_mixed)
+                wide_u = _wide_sum(user_batch, wide_w, in_mixed)
+                self.wide_item = wide_i - wide_i[0]  # relative to (u0, i0)
+                self.wide_user = wide_u
+            if model.has_deep:
+                h_i = _first_layer(model, item_batch)
+                self.h_item = h_i - h_i[0]
+                self.h_user = _first_layer(model, user_batch)
+
+    @classmethod
+    def build(cls, predictor: Predictor, users: pa.Table, items: pa.Table):
+        """The scorer, or None when a column does not split into user and item sides."""
+        from . import feature_column as fc
+
+        spec, model = predictor.spec, predictor.model
+        user_keys, item_keys = set(users.column_names), set(items.column_names)
+
+        def side(keys: list[str]) -> str | None:
+            if set(keys) <= user_keys:
+                return "user"
+            if set(keys) <= item_keys:
+                return "item"
+            return None
+
+        if any(side(fc.input_keys(c)) is None for c in spec.deep_columns):
+            return None
+        mixed, base = [], 1
+        for column, size in zip(spec.wide_columns, spec.wide_sizes()):
+            if side(fc.input_keys(column)) is None:
+                if not isinstance(column, fc.CrossedColumn):
+                    return None
+                parts = []
+                for key in column.keys:
+                    keys = [key] if isinstance(key, str) else fc.input_keys(key)
+                    where = side(keys)
+                    table = users if where == "user" else items
+                    ids = _component(spec, key, table)
+                    if where is None or ids is None:
+                        return None
+                    parts.append((where, ids))
+                mixed.append((base, size, column.hash_key, parts))
+            base += size
+        return cls(model, spec, users, items, mixed)
+
+    def score(self, user: int, rows: np.ndarray) -> np.ndarray:
+        n = len(rows)
+        logit = np.zeros(n, dtype=np.float32)
+        model = self.model
+        if model.has_wide:
+            logit += self.bias + self.wide_user[user] + self.wide_item[rows]
+            for (base, size, hash_key, parts), table in zip(self.mixed, self.tables):
+                if table is not None:
+                    values, index = table
+                    mine = index.values[index.offsets[user] : index.offsets[user + 1]]
+                    logit += values[mine].sum(axis=0)[rows]
+                    continue
+                comps = [_select(ids, user, n) if where == "user" else _take(ids, rows)
+                         for where, ids in parts]  # fmt: skip
+                acc = Ids(np.arange(len(comps[0].values)), comps[0].offsets)
+                picks = [acc.values]
+                for ids in comps[1:]:
+                    left, right, offsets = cartesian(acc, ids)
+                    picks = [p[left] for p in picks] + [right]
+                    acc = Ids(np.arange(offsets[-1]), offsets)
+                hashed = cross_hash([c.values[p] for c, p in zip(comps, picks)], hash_key)
+                ids = base + (hashed % np.uint64(size)).astype(np.int64)
+                logit += np.bincount(row_of(acc.offsets), self.wide_w[ids], minlength=n)
+        if model.has_deep:
+            with torch.no_grad():
+                h = torch.from_numpy(self.h_user[user] + self.h_item[rows])
+                logit += model.rest(h)[:, 0].numpy()
+        return logit
+
+
+_PAIR_TABLE_LIMIT = 1 << 24
+
+
+def _pair_table(mixed, wide_w: np.ndarray, n_items: int) -> tuple[np.ndarray, Ids] | None:
+    """For a (user component, item component) cross: T[a, i] = sum of the weights of the
+    cross ids of user value a with item i's values, and each user's value indices into T."""
+    base, size, hash_key, parts = mixed
+    if len(parts) != 2 or {where for where, _ in parts} != {"user", "item"}:
+        return None
+    user_ids = parts[0][1] if parts[0][0] == "user" else parts[1][1]
+    item_ids = parts[1][1] if parts[0][0] == "user" else parts[0][1]
+    distinct, inverse = np.unique(user_ids.values, return_inverse=True)
+    a, v = len(distinct), len(item_ids.values)
+    if a * max(v, n_items) > _PAIR_TABLE_LIMIT:
+        return None
+    left, right = np.repeat(distinct, v), np.tile(item_ids.values, a)
+    pairs = [left, right] if parts[0][0] == "user" else [right, left]
+    weights = wide_w[base + (cross_hash(pairs, hash_key) % np.uint64(size)).astype(np.int64)]
+    csum = np.zeros((a, v + 1), dtype=np.float64)
+    np.cumsum(weights.reshape(a, v), axis=1, out=csum[:, 1:])
+    table = (csum[:, item_ids.offsets[1:]] - csum[:, item_ids.offsets[:-1]]).astype(np.float32)
+    return table, Ids(inverse.reshape(-1), user_ids.offsets)
+
+
+def _wide_sum(batch: Batch, weights: np.ndarray, in_mixed: np.ndarray) -> np.ndarray:
+    ids = batch.wide_ids.numpy()
+    w = weights[ids] * ~in_mixed[ids]
+    if batch.wide_weights is not None:
+        w = w * batch.wide_weights.numpy()
+    return w.sum(axis=1)
+
+
+def _first_layer(model, batch: Batch) -> np.ndarray:
+    """The deep part's first pre-activation (as in WideDeep.forward)."""
+    parts = [
+        bag(ids, per_sample_weights=w)
+        for bag, ids, w in zip(model.embeddings, batch.embed_ids, batch.embed_weights)
+    ]
+    x = torch.cat([*parts, batch.dense], dim=1) if parts else batch.dense
+    h = model.first(x)
+    if model.indicator is not None:
+        h = h + model.indicator(batch.indicator_ids, per_sample_weights=batch.indicator_weights)
+    return h.numpy()
+
+
+def _component(spec: FeatureSpec, key, table: pa.Table) -> Ids | None:
+    """A cross component per row of ``table`` as CSR uint64 values (what the encoder crosses):
+    the string hash of a raw feature's values, or a categorical column's 0-based ids."""
+    if not isinstance(key, str):
+        sub = FeatureSpec(wide_columns=[key])
+        sub.state_ = spec.state_
+        ids = sub.transform(table, label=False).wide_ids.numpy().astype(np.int64)
+        keep = ids > 0
+        return Ids((ids[keep] - 1).astype(np.uint64), offsets_of(keep.sum(axis=1)))
+    arr = table.column(key).combine_chunks()
+    if pa.types.is_list(arr.type):
+        offsets = np.asarray(arr.offsets, dtype=np.int64) - arr.offsets[0].as_py()
+        arr = arr.flatten()
+    else:
+        offsets = np.arange(len(arr) + 1)
+    if not (pa.types.is_integer(arr.type) or pa.types.is_string(arr.type)) or arr.null_count:
+        return None  # other types: the general path encodes them
+    strings = pc.cast(arr, pa.string())
+    if pc.any(pc.equal(strings, "")).as_py():
+        return None
+    return Ids(hash_strings(strings.to_pylist(), spec._hash_cache), offsets)
+
+
+def _select(ids: Ids, row: int, n: int) -> Ids:
+    """One row's values repeated for ``n`` rows."""
+    values = ids.values[ids.offsets[row] : ids.offsets[row + 1]]
+    k = len(values)
+    return Ids(np.tile(values, n), np.arange(0, n * k + 1, k) if k else np.zeros(n + 1, np.int64))
+
+
+def _take(ids: Ids, rows: np.ndarray) -> Ids:
+    lengths = ids.offsets[rows + 1] - ids.offsets[rows]
+    offsets = offsets_of(lengths)
+    index = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - ids.offsets[rows], lengths)
+    return Ids(ids.values[index], offsets)

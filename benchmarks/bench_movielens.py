@@ -1,0 +1,168 @@
+"""MovieLens report: rating RMSE/MAE and top-K ranking for popularity, wide, deep, wide & deep.
+
+Reads a local MovieLens copy (never shipped: GroupLens licence), splits it per user by
+time (last 10 % of each user's ratings are test), and trains each model for several
+seeds.  ``--split valid`` cuts a validation slice the same way from the training part and
+reports on it (for choosing settings); ``--split test`` is the final report.
+
+    python benchmarks/bench_movielens.py --data_dir ../shared/datasets/ml-100k \
+        --task ranking --seeds 0 1 2 --out ranking.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from widedeep.datasets import movielens as ml
+from widedeep.model import ModelConfig
+from widedeep.predict import Predictor
+from widedeep.recommend import (
+    Recommender,
+    SampledNegatives,
+    popularity_scorer,
+    ranking_examples,
+    ranking_metrics,
+)
+from widedeep.train import TrainConfig, train
+
+# name -> (model_type, movielens_columns(...) flags)
+VARIANTS = {
+    "wide": ("wide", {}),
+    "deep": ("deep", {}),
+    "wide_deep": ("wide_deep", {}),
+    "wide_deep-no_history": ("wide_deep", {"history": False}),
+    "wide_deep-demographic_crosses_only": ("wide_deep", {"history": False, "id_wide": False}),
+    "wide_deep-history_only": ("wide_deep", {"demographic_crosses": False, "id_wide": False}),
+}
+
+
+def splits(data: ml.MovieLens, split: str) -> tuple[pa.Table, pa.Table]:
+    train_part, test = ml.temporal_split(data.ratings)
+    if split == "valid":  # cut the same way from the training part; test is never read
+        return ml.temporal_split(train_part)
+    return train_part, test
+
+
+def train_config(args: argparse.Namespace, seed: int) -> TrainConfig:
+    return TrainConfig(
+        train_epochs=args.epochs,
+        epochs_between_evals=args.epochs,
+        batch_size=args.batch_size,
+        seed=seed,
+        linear_learning_rate=args.linear_lr,
+        dnn_optimizer=args.dnn_optimizer,
+        dnn_learning_rate=args.dnn_lr,
+        loss_reduction="mean" if args.dnn_optimizer == "adam" else "sum",
+    )
+
+
+def run_rating(data, train_part, test, variant: str, seed: int, args) -> dict:
+    model_type, flags = VARIANTS[variant]
+    spec = ml.movielens_spec("rating", **flags)
+    rows = ml.rating_examples(data, train_part, train_part, max_length=args.history)
+    spec.fit(rows)
+    evals = spec.transform(ml.rating_examples(data, test, train_part, max_length=args.history))
+    config = ModelConfig.from_spec(
+        spec, model_type=model_type, hidden_units=args.hidden, sparse_wide=True
+    )
+    t0 = time.perf_counter()
+    result = train(spec, spec.transform(rows), evals, config, train_config(args, seed), quiet=True, log=lambda _: None)
+    return {
+        "rmse": result.metrics["rmse"],
+        "mae": result.metrics["mae"],
+        "train_s": time.perf_counter() - t0,
+    }
+
+
+def run_ranking(data, train_part, test, variant: str, seed: int, args) -> dict:
+    model_type, flags = VARIANTS[variant]
+    spec = ml.movielens_spec("ranking", **flags)
+    source = SampledNegatives(
+        spec, data, train_part, args.batch_size, args.negatives, seed, history_length=args.history
+    )
+    spec.fit(source.rated)
+    evals = spec.transform(ranking_examples(data, test, train_part, args.history))
+    config = ModelConfig.from_spec(
+        spec, model_type=model_type, hidden_units=args.hidden, sparse_wide=True
+    )
+    t0 = time.perf_counter()
+    result = train(spec, source, evals, config, train_config(args, seed), quiet=True, log=lambda _: None)
+    train_s = time.perf_counter() - t0
+    recommender = Recommender(Predictor(spec, result.model), data, train_part, args.history)
+    return {**_rank(recommender.score_items, data, train_part, test, seed), "train_s": train_s}
+
+
+def _rank(score, data, train_part, test, seed) -> dict:
+    items = data.movies.column("movie_id").to_numpy()
+    return ranking_metrics(score, items, train_part, test, seed=seed)
+
+
+def summarise(results: dict[str, list[dict]]) -> list[dict]:
+    rows = []
+    for name, runs in results.items():
+        row = {"model": name, "seeds": len(runs)}
+        for key in runs[0]:
+            values = np.array([r[key] for r in runs], dtype=np.float64)
+            row[key] = (float(values.mean()), float(values.std()))
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    keys = [k for k in rows[0] if k not in ("model", "seeds")]
+    print(f"{'model':<36} " + " ".join(f"{k:>20}" for k in keys))
+    for row in rows:
+        cells = [f"{row[k][0]:.4f} ± {row[k][1]:.4f}" for k in keys]
+        print(f"{row['model']:<36} " + " ".join(f"{c:>20}" for c in cells))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--task", choices=["rating", "ranking"], default="ranking")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--models", nargs="+", default=["popularity", "wide", "deep", "wide_deep"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], default=[64, 32])
+    p.add_argument("--negatives", type=int, default=4)
+    p.add_argument("--history", type=int, default=ml.HISTORY_LENGTH)
+    p.add_argument("--linear_lr", type=float, default=0.05)
+    p.add_argument("--dnn_optimizer", default="adagrad")
+    p.add_argument("--dnn_lr", type=float, default=0.01)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = ml.load_movielens(args.data_dir)
+    train_part, test = splits(data, args.split)
+    print(f"{data.name}: {train_part.num_rows:,} train / {test.num_rows:,} {args.split} ratings")
+    run = run_rating if args.task == "rating" else run_ranking
+    results: dict[str, list[dict]] = {}
+    for name in args.models:
+        for seed in args.seeds:
+            if name == "popularity":
+                if args.task == "rating":
+                    break
+                metrics = _rank(popularity_scorer(train_part), data, train_part, test, seed)
+            else:
+                metrics = run(data, train_part, test, name, seed, args)
+            print(name, seed, {k: round(v, 4) for k, v in metrics.items()}, flush=True)
+            results.setdefault(name, []).append(metrics)
+    rows = summarise(results)
+    print_table(rows)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"args": vars(args), "results": results, "summary": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
