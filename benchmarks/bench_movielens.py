@@ -20,16 +20,9 @@ import pyarrow as pa
 import torch
 
 from widedeep.datasets import movielens as ml
-from widedeep.model import ModelConfig
-from widedeep.predict import Predictor
-from widedeep.recommend import (
-    Recommender,
-    SampledNegatives,
-    popularity_scorer,
-    ranking_examples,
-    ranking_metrics,
-)
-from widedeep.train import TrainConfig, train
+from widedeep.movielens_train import MovieLensSettings, train_movielens
+from widedeep.recommend import popularity_scorer, ranking_metrics
+from widedeep.train import TrainConfig
 
 # name -> (model_type, movielens_columns(...) flags)
 VARIANTS = {
@@ -49,58 +42,38 @@ def splits(data: ml.MovieLens, split: str) -> tuple[pa.Table, pa.Table]:
     return train_part, test
 
 
-def train_config(args: argparse.Namespace, seed: int) -> TrainConfig:
-    return TrainConfig(
+def run(data: ml.MovieLens, variant: str, seed: int, args: argparse.Namespace) -> dict:
+    model_type, flags = VARIANTS[variant]
+    settings = MovieLensSettings(
+        task=args.task,
+        model_type=model_type,
+        hidden_units=args.hidden,
+        negatives=args.negatives,
+        history_length=args.history,
+        split=args.split,
+        columns=flags,
+    )
+    config = TrainConfig(
         train_epochs=args.epochs,
-        epochs_between_evals=args.epochs,
+        epochs_between_evals=1 if args.verbose else args.epochs,
         batch_size=args.batch_size,
         seed=seed,
         linear_learning_rate=args.linear_lr,
+        linear_l1=args.linear_l1,
+        linear_l2=args.linear_l2,
         dnn_optimizer=args.dnn_optimizer,
         dnn_learning_rate=args.dnn_lr,
         loss_reduction="mean" if args.dnn_optimizer == "adam" else "sum",
     )
-
-
-def run_rating(data, train_part, test, variant: str, seed: int, args) -> dict:
-    model_type, flags = VARIANTS[variant]
-    spec = ml.movielens_spec("rating", **flags)
-    rows = ml.rating_examples(data, train_part, train_part, max_length=args.history)
-    spec.fit(rows)
-    evals = spec.transform(ml.rating_examples(data, test, train_part, max_length=args.history))
-    config = ModelConfig.from_spec(
-        spec, model_type=model_type, hidden_units=args.hidden, sparse_wide=True
-    )
     t0 = time.perf_counter()
-    result = train(spec, spec.transform(rows), evals, config, train_config(args, seed), quiet=True, log=lambda _: None)
-    return {
-        "rmse": result.metrics["rmse"],
-        "mae": result.metrics["mae"],
-        "train_s": time.perf_counter() - t0,
-    }
-
-
-def run_ranking(data, train_part, test, variant: str, seed: int, args) -> dict:
-    model_type, flags = VARIANTS[variant]
-    spec = ml.movielens_spec("ranking", **flags)
-    source = SampledNegatives(
-        spec, data, train_part, args.batch_size, args.negatives, seed, history_length=args.history
-    )
-    spec.fit(source.rated)
-    evals = spec.transform(ranking_examples(data, test, train_part, args.history))
-    config = ModelConfig.from_spec(
-        spec, model_type=model_type, hidden_units=args.hidden, sparse_wide=True
-    )
-    t0 = time.perf_counter()
-    result = train(spec, source, evals, config, train_config(args, seed), quiet=True, log=lambda _: None)
-    train_s = time.perf_counter() - t0
-    recommender = Recommender(Predictor(spec, result.model), data, train_part, args.history)
-    return {**_rank(recommender.score_items, data, train_part, test, seed), "train_s": train_s}
-
-
-def _rank(score, data, train_part, test, seed) -> dict:
-    items = data.movies.column("movie_id").to_numpy()
-    return ranking_metrics(score, items, train_part, test, seed=seed)
+    out = train_movielens(data, settings, config, quiet=True, log=lambda _: None)
+    key = "rmse" if args.task == "rating" else "auc"
+    if args.verbose:
+        print(f"  {key} by epoch", [round(m[key], 4) for m in out.result.state.history])
+    metrics = out.metrics
+    if args.task == "rating":
+        metrics = {"rmse": metrics["rmse"], "mae": metrics["mae"]}
+    return {**metrics, "seconds": time.perf_counter() - t0}
 
 
 def summarise(results: dict[str, list[dict]]) -> list[dict]:
@@ -135,9 +108,12 @@ def main() -> None:
     p.add_argument("--negatives", type=int, default=4)
     p.add_argument("--history", type=int, default=ml.HISTORY_LENGTH)
     p.add_argument("--linear_lr", type=float, default=0.05)
+    p.add_argument("--linear_l1", type=float, default=0.0)
+    p.add_argument("--linear_l2", type=float, default=0.0)
     p.add_argument("--dnn_optimizer", default="adagrad")
     p.add_argument("--dnn_lr", type=float, default=0.01)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--verbose", action="store_true", help="evaluate after every epoch")
     p.add_argument("--out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -145,16 +121,17 @@ def main() -> None:
     data = ml.load_movielens(args.data_dir)
     train_part, test = splits(data, args.split)
     print(f"{data.name}: {train_part.num_rows:,} train / {test.num_rows:,} {args.split} ratings")
-    run = run_rating if args.task == "rating" else run_ranking
     results: dict[str, list[dict]] = {}
     for name in args.models:
         for seed in args.seeds:
             if name == "popularity":
                 if args.task == "rating":
                     break
-                metrics = _rank(popularity_scorer(train_part), data, train_part, test, seed)
+                items = data.movies.column("movie_id").to_numpy()
+                score = popularity_scorer(train_part)
+                metrics = ranking_metrics(score, items, train_part, test, seed=seed)
             else:
-                metrics = run(data, train_part, test, name, seed, args)
+                metrics = run(data, name, seed, args)
             print(name, seed, {k: round(v, 4) for k, v in metrics.items()}, flush=True)
             results.setdefault(name, []).append(metrics)
     rows = summarise(results)

@@ -55,7 +55,7 @@ def _hidden_units(text: str) -> list[int]:
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
-    _flag(data, "dataset", default="census", choices=["census"], help="built-in data set")
+    _flag(data, "dataset", default="census", choices=["census", "movielens"], help="data set")
     _flag(
         data, "data_dir", help="read the data set from this directory instead of the bundled copy"
     )
@@ -88,7 +88,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(loop, "batch_size", type=_positive_int, default=40)
     _flag(loop, "stop_threshold", type=float, default=None)
     _flag(loop, "seed", type=int, default=0)
-    _flag(loop, "model_dir", default="census_model", help="checkpoints; resumed if present")
+    _flag(loop, "model_dir", help="checkpoints; resumed if present (default <dataset>_model)")
     _flag(loop, "export_dir", help="write a serving export under this directory")
     _flag(loop, "clean", action="store_true", help="delete model_dir first and start over")
     _flag(loop, "threads", type=_positive_int, default=None, help="torch threads")
@@ -113,6 +113,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(opt, "dnn_learning_rate", type=float, default=None)
     _flag(opt, "weight_decay", type=float, default=0.0)
     _flag(opt, "loss_reduction", default="sum", choices=["sum", "mean"])
+    add_movielens_flags(p)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -121,8 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dataset == "movielens":
+        return cmd_train_movielens(args)
     spec, train_table, eval_table, source = _load_data(args)
-    model_dir = Path(args.model_dir)
+    model_dir = Path(args.model_dir or "census_model")
     if args.clean and model_dir.exists():
         _clean(model_dir)
     config = TrainConfig(
@@ -175,6 +178,94 @@ def cmd_train(args: argparse.Namespace) -> int:
         say(f"exported to {path}")
     _print_table(result.metrics)
     print(f"done in {elapsed:.1f}s; model in {result.checkpoint or model_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------- movielens
+
+
+def add_movielens_flags(p: argparse.ArgumentParser) -> None:
+    rec = p.add_argument_group("movielens (--dataset movielens --data_dir DIR)")
+    _flag(rec, "task", default="ranking", choices=["rating", "ranking"])
+    _flag(rec, "negatives", type=int, default=4, help="sampled unrated movies per positive")
+    _flag(rec, "history_length", type=_positive_int, default=20, help="liked movies kept")
+    _flag(rec, "eval_split", default="test", choices=["test", "valid"], help="evaluate on")
+
+
+def cmd_train_movielens(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .datasets import movielens as ml
+    from .movielens_train import MovieLensSettings, train_movielens
+    from .train import TrainConfig
+
+    if args.spec or args.train:
+        raise UsageError("--dataset movielens reads --data_dir; --spec/--train are for own data")
+    if not args.data_dir:
+        raise UsageError("--dataset movielens needs --data_dir DIR (a local copy, or --download)")
+    model_dir = Path(args.model_dir or "movielens_model")
+    folder = ml.download_movielens(args.data_dir) if args.download else args.data_dir
+    if args.clean and model_dir.exists():
+        _clean(model_dir)
+    settings = MovieLensSettings(
+        task=args.task,
+        model_type=args.model_type,
+        hidden_units=args.hidden_units,
+        dropout=args.dropout,
+        negatives=args.negatives,
+        history_length=args.history_length,
+        split=args.eval_split,
+    )
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    say = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
+    t0 = time.perf_counter()
+    data = ml.load_movielens(folder)
+    say(f"widedeep {__version__}: {args.model_type} {args.task} on {data.name}; {model_dir}")
+    out = train_movielens(data, settings, config, model_dir, quiet=args.quiet, log=say)
+    if args.export_dir:
+        say(f"exported to {export(out.result.checkpoint, args.export_dir)}")
+    _print_table(out.metrics)
+    print(f"done in {time.perf_counter() - t0:.1f}s; model in {model_dir}")
+    return 0
+
+
+def add_recommend_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "model", required=True, help="model_dir of `widedeep train --dataset movielens`")
+    _flag(p, "user", type=int, required=True, help="user id")
+    p.add_argument("-k", "--k", dest="k", type=_positive_int, default=10, help="how many")
+    _flag(p, "candidates", help="file of candidate movie ids (one a line) instead of all movies")
+    _flag(p, "exclude_seen", action=argparse.BooleanOptionalAction, default=True,
+          help="leave out movies the user rated in training (default on)")  # fmt: skip
+    _flag(p, "data_dir", help="read the MovieLens files from here instead of the model's copy")
+    _flag(p, "json", action="store_true", help="one JSON object per line")
+    _flag(p, "threads", type=_positive_int, default=None)
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .recommend import load_recommender
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    candidates = None
+    if args.candidates:
+        try:
+            text = Path(args.candidates).read_text().split()
+            candidates = np.array([int(t) for t in text], dtype=np.int64)
+        except (OSError, ValueError) as e:
+            message = f"--candidates {args.candidates}: need movie ids, one a line ({e})"
+            raise UsageError(message) from None
+    recommender = load_recommender(args.model, args.data_dir)
+    table = recommender.recommend(args.user, args.k, candidates, args.exclude_seen)
+    if args.json:
+        for row in table.to_pylist():
+            print(json.dumps(row))
+        return 0
+    print(f"top {table.num_rows} for user {args.user}")
+    for r in table.to_pylist():
+        genres = "|".join(r["genres"] or [])
+        print(f"{r['rank']:>3}  {r['score']:.4f}  {r['movie_id']:>6}  {r['title']}  ({genres})")
     return 0
 
 
@@ -248,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (default: the census reference run)")
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("recommend", help="top-K movies for a user from a MovieLens model")
+    add_recommend_flags(p)
+    p.set_defaults(func=cmd_recommend)
     return parser
 
 
