@@ -250,8 +250,8 @@ def load_recommender(model: str | Path, data_dir: str | Path | None = None) -> R
                     "restore the model directory"
                 )
             tables.append(pq.read_table(pa.BufferReader(payload)))
-        data = ml.MovieLens(tables[0], tables[1], tables[2], settings["dataset"])
-        train = tables[2]
+        movies, users, train = tables
+        data = ml.MovieLens(train, movies, users, settings["dataset"])
     return Recommender(
         predictor,
         data,
