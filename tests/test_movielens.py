@@ -140,17 +140,15 @@ def test_no_held_out_interaction_leaks_into_training_or_history(tmp_path):
     pair = lambda t: set(zip(t.column("user_id").to_pylist(), t.column("movie_id").to_pylist()))  # noqa: E731
     assert not pair(train) & pair(test)
     assert train.num_rows + test.num_rows == data.ratings.num_rows
+    columns = [train.column(k).to_pylist() for k in ("user_id", "movie_id", "timestamp", "rating")]
+    when = {(u, m): (t, r) for u, m, t, r in zip(*columns)}
     for table in (train, test):
         examples = ml.rating_examples(data, table, train, max_length=5)
-        when = {(u, m): t for u, m, t in zip(train.column("user_id").to_pylist(),
-                train.column("movie_id").to_pylist(), train.column("timestamp").to_pylist())}  # fmt: skip
-        rating = {(u, m): r for u, m, r in zip(train.column("user_id").to_pylist(),
-                  train.column("movie_id").to_pylist(), train.column("rating").to_pylist())}  # fmt: skip
         for row, t in zip(examples.to_pylist(), table.column("timestamp").to_pylist()):
             liked = [(row["user_id"], m) for m in row["liked"]]
             assert len(liked) <= 5
             for key in liked:  # only training interactions, liked, strictly earlier
-                assert key in when and when[key] < t and rating[key] >= 4
+                assert key in when and when[key][0] < t and when[key][1] >= 4
             assert not set(liked) & pair(test)
 
 
