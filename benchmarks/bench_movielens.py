@@ -58,12 +58,13 @@ def run(data: ml.MovieLens, variant: str, seed: int, args: argparse.Namespace) -
         epochs_between_evals=1 if args.verbose else args.epochs,
         batch_size=args.batch_size,
         seed=seed,
+        linear_optimizer=args.linear_optimizer,
         linear_learning_rate=args.linear_lr,
         linear_l1=args.linear_l1,
         linear_l2=args.linear_l2,
         dnn_optimizer=args.dnn_optimizer,
         dnn_learning_rate=args.dnn_lr,
-        loss_reduction="mean" if args.dnn_optimizer == "adam" else "sum",
+        loss_reduction=args.loss_reduction,
     )
     t0 = time.perf_counter()
     out = train_movielens(data, settings, config, quiet=True, log=lambda _: None)
@@ -108,10 +109,12 @@ def main() -> None:
     p.add_argument("--negatives", type=int, default=4)
     p.add_argument("--history", type=int, default=ml.HISTORY_LENGTH)
     p.add_argument("--linear_lr", type=float, default=0.05)
+    p.add_argument("--linear_optimizer", default="ftrl")
     p.add_argument("--linear_l1", type=float, default=0.0)
     p.add_argument("--linear_l2", type=float, default=0.0)
     p.add_argument("--dnn_optimizer", default="adagrad")
     p.add_argument("--dnn_lr", type=float, default=0.01)
+    p.add_argument("--loss_reduction", choices=["sum", "mean"], default="sum")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true", help="evaluate after every epoch")
     p.add_argument("--out")

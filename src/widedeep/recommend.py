@@ -61,7 +61,9 @@ class Recommender:
         self.history_length = history_length
         self.like_threshold = like_threshold
         self.item_ids = data.movies.column("movie_id").to_numpy()
-        self._items = data.movies.drop_columns(["title"])
+        self._users, self._items = ml.serving_tables(
+            data, interactions, max_length=history_length, threshold=like_threshold
+        )
         users = interactions.column("user_id").to_numpy()
         order = np.lexsort((interactions.column("movie_id").to_numpy(), users))
         self._seen_user = users[order]
@@ -70,11 +72,6 @@ class Recommender:
         )
         self._user_rows = ml.positions(data.users.column("user_id").to_numpy(), data.users,
                                        "user_id")  # fmt: skip
-        known = data.users.column("user_id").to_numpy()
-        histories = ml.latest_history(
-            interactions, known, max_length=history_length, threshold=like_threshold
-        )
-        self._users = data.users.append_column("liked", histories)
         self.interactions = interactions
         self._fast = _BroadcastScorer.build(predictor, self._users, self._items)
 
@@ -291,7 +288,9 @@ class SampledNegatives:
         self.rated = rated
         positive = rated.column("label").to_numpy() == 1
         self.positives = rated.filter(pa.array(positive))
+        self.timestamps = train.column("timestamp").to_numpy()[positive]
         self.item_ids = data.movies.column("movie_id").to_numpy()
+        self.train = train
         user = train.column("user_id").to_numpy()
         self._seen = np.unique(user * (1 << 32) + train.column("movie_id").to_numpy())
         self._rows = len(rated) + num_negatives * len(self.positives)
@@ -313,10 +312,12 @@ class SampledNegatives:
         index = np.repeat(np.arange(len(pos)), self.num_negatives)
         negatives = ml.examples(
             self.data,
+            self.train,
             user,
             items,
-            pos.column("liked").take(pa.array(index)),
-            {"label": np.zeros(len(user), dtype=np.float32)},
+            np.repeat(self.timestamps, self.num_negatives),
+            history=pos.column("liked").take(pa.array(index)),
+            extra={"label": np.zeros(len(user), dtype=np.float32)},
         )
         return pa.concat_tables([self.rated, negatives.select(self.rated.column_names)])
 

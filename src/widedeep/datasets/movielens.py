@@ -298,7 +298,33 @@ def liked_history(
 
 def latest_history(train: pa.Table, user_ids: np.ndarray, **kwargs) -> pa.Array:
     """The users' liked movies as of now (all training interactions), for ranking/serving."""
-    return liked_history(train, user_ids, np.full(len(user_ids), 1 << 31), **kwargs)
+    return liked_history(train, user_ids, np.full(len(user_ids), NOW), **kwargs)
+
+
+NOW = 1 << 31  # a timestamp after every rating: "as of the end of training"
+PRIOR_WEIGHT = 5.0  # pseudo-ratings at the global mean that shrink a mean of few ratings
+
+
+def rating_stats(
+    train: pa.Table, key: str, ids: np.ndarray, timestamps: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per (id, time): the mean of the ``key``'s training ratings strictly before that time,
+    shrunk to the global mean, and log1p of their count (``<key>_mean``, ``<key>_count``)."""
+    k = train.column(key).to_numpy()
+    t = train.column("timestamp").to_numpy()
+    order = np.lexsort((t, k))
+    r = train.column("rating").to_numpy().astype(np.float64)[order]
+    sort_key = k[order] * (1 << 32) + t[order]
+    csum = np.r_[0.0, np.cumsum(r)]
+    ids = np.asarray(ids, dtype=np.int64)
+    end = np.searchsorted(sort_key, ids * (1 << 32) + np.asarray(timestamps), side="left")
+    first = np.searchsorted(sort_key, ids * (1 << 32), side="left")
+    count = end - first
+    prior = r.mean() if len(r) else 3.5
+    mean = (csum[end] - csum[first] + PRIOR_WEIGHT * prior) / (count + PRIOR_WEIGHT)
+    name = key.removesuffix("_id")
+    return {f"{name}_mean": mean.astype(np.float32),
+            f"{name}_count": np.log1p(count).astype(np.float32)}  # fmt: skip
 
 
 def positions(ids: pa.Array | np.ndarray, table: pa.Table, key: str) -> np.ndarray:
@@ -315,27 +341,60 @@ def positions(ids: pa.Array | np.ndarray, table: pa.Table, key: str) -> np.ndarr
 
 def examples(
     data: MovieLens,
+    train: pa.Table,
     user_ids: np.ndarray,
     movie_ids: np.ndarray,
-    history: pa.Array,
+    timestamps: np.ndarray,
+    history: pa.Array | None = None,
     extra: dict[str, np.ndarray] | None = None,
+    **kwargs,
 ) -> pa.Table:
-    """Model input rows: user and movie features joined by id, the liked history, ``extra``."""
+    """Model input rows for (user, movie, time): user and movie features joined by id, and
+    what ``train`` said before that time: the liked history (``kwargs``: its max_length and
+    threshold; pass ``history`` when known) and the user's and movie's rating statistics."""
     users = data.users.take(positions(user_ids, data.users, "user_id"))
     movies = data.movies.take(positions(movie_ids, data.movies, "movie_id"))
     columns = {name: users.column(name) for name in users.column_names}
     columns.update({n: movies.column(n) for n in movies.column_names if n != "title"})
+    if history is None:
+        history = liked_history(train, user_ids, timestamps, **kwargs)
     columns["liked"] = history
+    columns.update(rating_stats(train, "user_id", user_ids, timestamps))
+    columns.update(rating_stats(train, "movie_id", movie_ids, timestamps))
     columns.update(extra or {})
     return pa.table(columns)
 
 
 def rating_examples(data: MovieLens, rows: pa.Table, train: pa.Table, **kwargs) -> pa.Table:
     """Examples of rated (user, movie) pairs with the rating as label (``rating`` column)."""
-    user = rows.column("user_id").to_numpy()
-    history = liked_history(train, user, rows.column("timestamp").to_numpy(), **kwargs)
     rating = rows.column("rating").to_numpy().astype(np.float32)
-    return examples(data, user, rows.column("movie_id").to_numpy(), history, {"rating": rating})
+    return examples(
+        data,
+        train,
+        rows.column("user_id").to_numpy(),
+        rows.column("movie_id").to_numpy(),
+        rows.column("timestamp").to_numpy(),
+        extra={"rating": rating},
+        **kwargs,
+    )
+
+
+def serving_tables(
+    data: MovieLens, train: pa.Table, **kwargs
+) -> tuple[pa.Table, pa.Table]:
+    """(users, movies) with the context as of the end of training appended: the users' liked
+    history and rating statistics, the movies' rating statistics (``title`` dropped)."""
+    user_ids = data.users.column("user_id").to_numpy()
+    users = data.users.append_column("liked", latest_history(train, user_ids, **kwargs))
+    for name, values in rating_stats(train, "user_id", user_ids,
+                                     np.full(len(user_ids), NOW)).items():  # fmt: skip
+        users = users.append_column(name, pa.array(values))
+    movies = data.movies.drop_columns(["title"])
+    movie_ids = movies.column("movie_id").to_numpy()
+    for name, values in rating_stats(train, "movie_id", movie_ids,
+                                     np.full(len(movie_ids), NOW)).items():  # fmt: skip
+        movies = movies.append_column(name, pa.array(values))
+    return users, movies
 
 
 # --------------------------------------------------------------------------- features
@@ -372,6 +431,10 @@ def movielens_columns(
     if history:
         wide.append(fc.crossed_column(["liked", "movie_id"], 1 << 20))
     deep = [
+        fc.numeric_column("user_mean"),
+        fc.numeric_column("user_count", normalizer="standard"),
+        fc.numeric_column("movie_mean"),
+        fc.numeric_column("movie_count", normalizer="standard"),
         fc.embedding_column(user, 16),
         fc.embedding_column(movie, 16),
         fc.embedding_column(occupation, 4),
