@@ -32,6 +32,10 @@ VARIANTS = {
     "wide_deep-no_history": ("wide_deep", {"history": False}),
     "wide_deep-demographic_crosses_only": ("wide_deep", {"history": False, "id_wide": False}),
     "wide_deep-history_only": ("wide_deep", {"demographic_crosses": False, "id_wide": False}),
+    "deep+liked_embedding": ("deep", {"history_embedding": True}),
+    "wide_deep+liked_embedding": ("wide_deep", {"history_embedding": True}),
+    "wide_deep-no_history+liked_embedding": (
+        "wide_deep", {"history": False, "history_embedding": True}),
 }
 
 

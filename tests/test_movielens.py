@@ -159,6 +159,14 @@ def test_liked_history_by_hand():
                                max_length=2)  # fmt: skip
     # strictly before t; at t=9 the last two liked by (time, id) are 12, 13
     assert history.to_pylist() == [[], [10], [12, 13], [10], []]
+    stats = ml.rating_stats(train, "user_id", np.array([1, 1, 3]), np.array([3, 9, 5]))
+    prior = (5 + 2 + 4 + 4 + 5) / 5  # the global mean, weighted as PRIOR_WEIGHT ratings
+    w = ml.PRIOR_WEIGHT
+    np.testing.assert_allclose(
+        stats["user_mean"], [(5 + 2 + w * prior) / (2 + w), (15 + w * prior) / (4 + w), prior],
+        rtol=1e-6,
+    )  # at t=3 only the two ratings before 3 count; user 3 has none
+    np.testing.assert_allclose(stats["user_count"], np.log1p([2, 4, 0]), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- metrics

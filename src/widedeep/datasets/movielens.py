@@ -302,14 +302,16 @@ def latest_history(train: pa.Table, user_ids: np.ndarray, **kwargs) -> pa.Array:
 
 
 NOW = 1 << 31  # a timestamp after every rating: "as of the end of training"
-PRIOR_WEIGHT = 5.0  # pseudo-ratings at the global mean that shrink a mean of few ratings
+PRIOR_WEIGHT = 5.0
+RECENT = 10  # pseudo-ratings at the global mean that shrink a mean of few ratings
 
 
 def rating_stats(
     train: pa.Table, key: str, ids: np.ndarray, timestamps: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Per (id, time): the mean of the ``key``'s training ratings strictly before that time,
-    shrunk to the global mean, and log1p of their count (``<key>_mean``, ``<key>_count``)."""
+    shrunk to the global mean, the same over the last ``RECENT`` of them (tastes drift), and
+    log1p of their count (``<key>_mean``, ``<key>_recent``, ``<key>_count``)."""
     k = train.column(key).to_numpy()
     t = train.column("timestamp").to_numpy()
     order = np.lexsort((t, k))
@@ -322,9 +324,14 @@ def rating_stats(
     count = end - first
     prior = r.mean() if len(r) else 3.5
     mean = (csum[end] - csum[first] + PRIOR_WEIGHT * prior) / (count + PRIOR_WEIGHT)
+    start = np.maximum(first, end - RECENT)
+    recent = (csum[end] - csum[start] + PRIOR_WEIGHT * prior) / (end - start + PRIOR_WEIGHT)
     name = key.removesuffix("_id")
-    return {f"{name}_mean": mean.astype(np.float32),
-            f"{name}_count": np.log1p(count).astype(np.float32)}  # fmt: skip
+    return {
+        f"{name}_mean": mean.astype(np.float32),
+        f"{name}_recent": recent.astype(np.float32),
+        f"{name}_count": np.log1p(count).astype(np.float32),
+    }
 
 
 def positions(ids: pa.Array | np.ndarray, table: pa.Table, key: str) -> np.ndarray:
@@ -401,7 +408,10 @@ def serving_tables(
 
 
 def movielens_columns(
-    history: bool = True, demographic_crosses: bool = True, id_wide: bool = True
+    history: bool = True,
+    demographic_crosses: bool = True,
+    id_wide: bool = True,
+    history_embedding: bool = False,
 ) -> tuple[list, list]:
     """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
 
@@ -432,6 +442,8 @@ def movielens_columns(
         wide.append(fc.crossed_column(["liked", "movie_id"], 1 << 20))
     deep = [
         fc.numeric_column("user_mean"),
+        fc.numeric_column("user_recent"),
+        fc.numeric_column("movie_recent"),
         fc.numeric_column("user_count", normalizer="standard"),
         fc.numeric_column("movie_mean"),
         fc.numeric_column("movie_count", normalizer="standard"),
@@ -444,6 +456,9 @@ def movielens_columns(
         fc.indicator_column(gender),
         fc.indicator_column(year),
     ]
+    if history_embedding:  # the liked movies' mean embedding (generalises, YouTube-style)
+        liked = fc.categorical_column_with_vocabulary_from_data("liked")
+        deep.append(fc.embedding_column(liked, 16))
     return wide, deep
 
 
