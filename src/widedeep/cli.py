@@ -91,7 +91,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(loop, "model_dir", help="checkpoints; resumed if present (default <dataset>_model)")
     _flag(loop, "export_dir", help="write a serving export under this directory")
     _flag(loop, "clean", action="store_true", help="delete model_dir first and start over")
-    _flag(loop, "threads", type=_positive_int, default=None, help="torch threads")
+    _flag(
+        loop,
+        "threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (default: 1 below batch 1024, else all cores)",
+    )
     _flag(loop, "quiet", action="store_true", help="no progress bar or per-evaluation lines")
 
     opt = p.add_argument_group("optimizers")
@@ -120,8 +126,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .model import ModelConfig
     from .train import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # small batches gain nothing from intra-op threads, and on a busy machine spinning
+    # OpenMP workers slow them down many times over: one thread unless asked otherwise
+    torch.set_num_threads(
+        args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
+    )
     if args.dataset == "movielens":
         return cmd_train_movielens(args)
     spec, train_table, eval_table, source = _load_data(args)
@@ -238,7 +247,7 @@ def add_recommend_flags(p: argparse.ArgumentParser) -> None:
           help="leave out movies the user rated in training (default on)")  # fmt: skip
     _flag(p, "data_dir", help="read the MovieLens files from here instead of the model's copy")
     _flag(p, "json", action="store_true", help="one JSON object per line")
-    _flag(p, "threads", type=_positive_int, default=None)
+    _flag(p, "threads", type=_positive_int, default=None, help="torch threads (default 1)")
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -246,8 +255,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     from .recommend import load_recommender
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or 1)  # one user's candidates: threads only cost
     candidates = None
     if args.candidates:
         try:

@@ -59,6 +59,7 @@ class TrainConfig:
     dnn_learning_rate: float | None = None
     weight_decay: float = 0.0
     loss_reduction: str = "sum"
+    max_steps: int | None = None  # stop once global_step reaches it (TensorFlow's max_steps)
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -289,15 +290,18 @@ def train(
             for epoch in range(start_epoch, config.train_epochs):
                 if metrics.get("accuracy", 0) >= (config.stop_threshold or 2):
                     break
+                if config.max_steps is not None and state.global_step >= config.max_steps:
+                    break
                 t0 = time.perf_counter()
                 examples = 0
-                bar = tqdm(
-                    total=steps_per_epoch,
-                    initial=state.step_in_epoch,
+                bar = tqdm(  # counts examples so the rate reads as examples/s
+                    total=steps_per_epoch * config.batch_size if steps_per_epoch else None,
+                    initial=state.step_in_epoch * config.batch_size,
                     desc=f"epoch {epoch + 1}/{config.train_epochs}",
                     disable=quiet or not sys.stderr.isatty(),
                     leave=False,
-                    unit="step",
+                    unit="ex",
+                    unit_scale=True,
                 )
                 running = torch.zeros(())
                 for batch in source.epoch(epoch, skip=state.step_in_epoch):
@@ -317,13 +321,17 @@ def train(
                     if state.step_in_epoch % 200 == 0 and not bar.disable:
                         bar.set_postfix(loss=f"{running.item() / 200:.4g}", refresh=False)
                         running.zero_()
-                        bar.update(200)
+                        bar.update(200 * config.batch_size)
+                    if state.global_step == config.max_steps:
+                        break
                 bar.close()
                 dt = time.perf_counter() - t0
                 state.elapsed_s += dt
-                state.epoch += 1
-                state.step_in_epoch = 0
-                done = state.epoch == config.train_epochs
+                reached = state.global_step == config.max_steps
+                if not reached:
+                    state.epoch += 1
+                    state.step_in_epoch = 0
+                done = state.epoch == config.train_epochs or reached
                 if eval_source is not None and (
                     state.epoch % config.epochs_between_evals == 0 or done
                 ):
@@ -345,6 +353,8 @@ def train(
                             f.write(json.dumps(metrics) + "\n")
                 elif done and model_dir is not None:
                     save()
+                if reached:
+                    break
     except KeyboardInterrupt:
         path = save()
         where = f" to {path}" if path else ""
