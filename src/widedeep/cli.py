@@ -225,7 +225,8 @@ def cmd_train_movielens(args: argparse.Namespace) -> int:
         history_length=args.history_length,
         split=args.eval_split,
     )
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    names = [f.name for f in fields(TrainConfig) if hasattr(args, f.name)]  # same flag names
+    config = TrainConfig(**{name: getattr(args, name) for name in names})
     say = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
     t0 = time.perf_counter()
     data = ml.load_movielens(folder)
