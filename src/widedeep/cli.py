@@ -197,7 +197,7 @@ def add_movielens_flags(p: argparse.ArgumentParser) -> None:
     rec = p.add_argument_group("movielens (--dataset movielens --data_dir DIR)")
     _flag(rec, "task", default="ranking", choices=["rating", "ranking"])
     _flag(rec, "negatives", type=int, default=4, help="sampled unrated movies per positive")
-    _flag(rec, "history_length", type=_positive_int, default=20, help="liked movies kept")
+    _flag(rec, "history_length", type=_positive_int, default=50, help="liked movies kept")
     _flag(rec, "eval_split", default="test", choices=["test", "valid"], help="evaluate on")
 
 

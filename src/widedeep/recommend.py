@@ -70,8 +70,6 @@ class Recommender:
         self._seen_rows = ml.positions(
             interactions.column("movie_id").to_numpy()[order], data.movies, "movie_id"
         )
-        self._user_rows = ml.positions(data.users.column("user_id").to_numpy(), data.users,
-                                       "user_id")  # fmt: skip
         self.interactions = interactions
         self._fast = _BroadcastScorer.build(predictor, self._users, self._items)
 
@@ -95,6 +93,7 @@ class Recommender:
         return rows
 
     def user_row(self, user_id: int) -> int:
+        """Row of ``user_id`` in the user table; an unknown user is an error naming it."""
         try:
             return int(ml.positions(np.array([user_id]), self._users, "user_id")[0])
         except ml.MovieLensError:
@@ -109,7 +108,7 @@ class Recommender:
     def score_rows(self, user_id: int, rows: np.ndarray, fast: bool = True) -> np.ndarray:
         """Model scores (logits: monotone in P(like) or in the predicted rating) for item rows.
 
-        ``fast`` uses the precomputed user and item sides (same numbers, ~10x quicker);
+        ``fast`` uses the precomputed user and item sides (the same numbers, far quicker);
         ``fast=False`` encodes the broadcast rows with the spec like any other input.
         """
         if len(rows) == 0:

@@ -51,7 +51,7 @@ ML1M_OCCUPATIONS = (
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
 )  # fmt: skip
 LIKE_THRESHOLD = 4
-HISTORY_LENGTH = 20
+HISTORY_LENGTH = 50
 AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # the ml-1m age codes; ml-100k ages fall into them
 YEAR_BOUNDARIES = (1940, 1960, 1970, 1980, 1985, 1990, 1993, 1995, 1996, 1997, 1998)
 
@@ -340,7 +340,8 @@ def positions(ids: pa.Array | np.ndarray, table: pa.Table, key: str) -> np.ndarr
     keys = table.column(key).to_numpy()
     lookup = np.full(max(int(keys.max()), int(ids.max(initial=0))) + 1, -1, dtype=np.int64)
     lookup[keys] = np.arange(len(keys))
-    rows = lookup[ids]
+    rows = lookup[np.maximum(ids, 0)]
+    rows[ids < 0] = -1
     if (rows < 0).any():
         raise MovieLensError(f"{key} {int(ids[np.argmax(rows < 0)])} is not in the {key} table")
     return rows
