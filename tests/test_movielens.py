@@ -318,6 +318,14 @@ def test_recommend_end_to_end(trained, tmp_path):
     assert set(everything.column("movie_id").to_pylist()) == {7, some_seen, 12}
 
 
+def test_export_carries_recommend_data(trained, tmp_path):
+    _, model_dir = trained
+    assert main(["export", "--model_dir", str(model_dir), "--export_dir", str(tmp_path)]) == 0
+    (export,) = tmp_path.iterdir()
+    exported = load_recommender(export).recommend(3, k=5).column("movie_id").to_pylist()
+    assert exported == load_recommender(model_dir).recommend(3, k=5).column("movie_id").to_pylist()
+
+
 def test_recommend_refuses_unknown_user_and_bad_model(trained, tmp_path, capsys):
     _, model_dir = trained
     assert main(["recommend", "--model", str(model_dir), "--user", "99999"]) == 2
