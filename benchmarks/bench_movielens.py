@@ -55,7 +55,8 @@ def run(data: ml.MovieLens, variant: str, seed: int, args: argparse.Namespace) -
         negatives=args.negatives,
         history_length=args.history,
         split=args.split,
-        columns=flags,
+        columns={**flags, **args.columns},
+        dropout=args.dropout,
     )
     config = TrainConfig(
         train_epochs=args.epochs,
@@ -69,6 +70,7 @@ def run(data: ml.MovieLens, variant: str, seed: int, args: argparse.Namespace) -
         dnn_optimizer=args.dnn_optimizer,
         dnn_learning_rate=args.dnn_lr,
         loss_reduction=args.loss_reduction,
+        weight_decay=args.weight_decay,
     )
     t0 = time.perf_counter()
     out = train_movielens(data, settings, config, quiet=True, log=lambda _: None)
@@ -119,6 +121,10 @@ def main() -> None:
     p.add_argument("--dnn_optimizer", default="adagrad")
     p.add_argument("--dnn_lr", type=float, default=0.01)
     p.add_argument("--loss_reduction", choices=["sum", "mean"], default="sum")
+    p.add_argument("--weight_decay", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--columns", type=json.loads, default={},
+                   help='movielens_columns flags as JSON, e.g. {"rating_stats": false}')
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true", help="evaluate after every epoch")
     p.add_argument("--out")

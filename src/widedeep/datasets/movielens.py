@@ -413,6 +413,9 @@ def movielens_columns(
     demographic_crosses: bool = True,
     id_wide: bool = True,
     history_embedding: bool = False,
+    rating_stats: bool = True,
+    user_genre: bool = False,
+    embedding_dim: int = 16,
 ) -> tuple[list, list]:
     """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
 
@@ -439,17 +442,21 @@ def movielens_columns(
             fc.crossed_column(["gender", "genres"], 100),
             fc.crossed_column([age, "genres"], 200),
         ]
+    if user_genre:  # each user's own taste per genre, memorised
+        wide.append(fc.crossed_column(["user_id", "genres"], 1 << 16))
     if history:
         wide.append(fc.crossed_column(["liked", "movie_id"], 1 << 20))
-    deep = [
+    stats = [
         fc.numeric_column("user_mean"),
         fc.numeric_column("user_recent"),
         fc.numeric_column("movie_recent"),
         fc.numeric_column("user_count", normalizer="standard"),
         fc.numeric_column("movie_mean"),
         fc.numeric_column("movie_count", normalizer="standard"),
-        fc.embedding_column(user, 16),
-        fc.embedding_column(movie, 16),
+    ]
+    deep = (stats if rating_stats else []) + [
+        fc.embedding_column(user, embedding_dim),
+        fc.embedding_column(movie, embedding_dim),
         fc.embedding_column(occupation, 4),
         fc.embedding_column(zip_prefix, 4),
         fc.indicator_column(genres),
