@@ -37,6 +37,7 @@ class MovieLensSettings:
     hidden_units: list[int] = field(default_factory=lambda: [64, 32])
     dropout: float | None = None
     negatives: int = 4
+    low_negatives: bool = True  # ranking: low ratings are negatives too
     history_length: int = ml.HISTORY_LENGTH
     split: str = "test"  # "valid": evaluate on a slice cut from train the same way
     columns: dict[str, bool] = field(default_factory=dict)  # movielens_columns(...) flags
@@ -82,7 +83,14 @@ def train_movielens(
         evals = spec.transform(ml.rating_examples(data, test, train_part, max_length=history))
     else:
         source = SampledNegatives(
-            spec, data, train_part, config.batch_size, settings.negatives, config.seed, history
+            spec,
+            data,
+            train_part,
+            config.batch_size,
+            settings.negatives,
+            config.seed,
+            history,
+            low_negatives=settings.low_negatives,
         )
         spec.fit(source.rated)
         evals = spec.transform(ranking_examples(data, test, train_part, history))

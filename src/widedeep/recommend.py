@@ -277,6 +277,7 @@ class SampledNegatives:
         seed: int = 0,
         history_length: int = ml.HISTORY_LENGTH,
         like_threshold: int = ml.LIKE_THRESHOLD,
+        low_negatives: bool = True,
     ) -> None:
         self.spec = spec
         self.data = data
@@ -284,15 +285,17 @@ class SampledNegatives:
         self.num_negatives = num_negatives
         self.seed = seed
         rated = ranking_examples(data, train, train, history_length, like_threshold)
-        self.rated = rated
+        self.rated = rated  # every rated pair: what the spec's vocabularies are fitted on
         positive = rated.column("label").to_numpy() == 1
         self.positives = rated.filter(pa.array(positive))
+        # without low ratings, only unrated items are negatives: "will the user pick it"
+        self.labelled = rated if low_negatives else self.positives
         self.timestamps = train.column("timestamp").to_numpy()[positive]
         self.item_ids = data.movies.column("movie_id").to_numpy()
         self.train = train
         user = train.column("user_id").to_numpy()
         self._seen = np.unique(user * (1 << 32) + train.column("movie_id").to_numpy())
-        self._rows = len(rated) + num_negatives * len(self.positives)
+        self._rows = len(self.labelled) + num_negatives * len(self.positives)
 
     def batches_per_epoch(self) -> int:
         return math.ceil(self._rows / self.batch_size)
@@ -318,7 +321,7 @@ class SampledNegatives:
             history=pos.column("liked").take(pa.array(index)),
             extra={"label": np.zeros(len(user), dtype=np.float32)},
         )
-        return pa.concat_tables([self.rated, negatives.select(self.rated.column_names)])
+        return pa.concat_tables([self.labelled, negatives.select(self.rated.column_names)])
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         batch = self.spec.transform(self.sample(epoch), label=True)

@@ -415,6 +415,7 @@ def movielens_columns(
     history_embedding: bool = False,
     rating_stats: bool = True,
     user_genre: bool = False,
+    movie_demographic: bool = False,
     embedding_dim: int = 16,
 ) -> tuple[list, list]:
     """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
@@ -444,6 +445,11 @@ def movielens_columns(
         ]
     if user_genre:  # each user's own taste per genre, memorised
         wide.append(fc.crossed_column(["user_id", "genres"], 1 << 16))
+    if movie_demographic:  # how each movie goes down with each gender and age group
+        wide += [
+            fc.crossed_column(["movie_id", "gender"], 1 << 14),
+            fc.crossed_column(["movie_id", age], 1 << 15),
+        ]
     if history:
         wide.append(fc.crossed_column(["liked", "movie_id"], 1 << 20))
     stats = [
