@@ -53,7 +53,7 @@ def run(data: ml.MovieLens, variant: str, seed: int, args: argparse.Namespace) -
         model_type=model_type,
         hidden_units=args.hidden,
         negatives=args.negatives,
-        low_negatives=not args.no_low_negatives,
+        low_negatives=args.low_negatives,
         history_length=args.history,
         split=args.split,
         columns={**flags, **args.columns},
@@ -114,8 +114,8 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], default=[64, 32])
     p.add_argument("--negatives", type=int, default=4)
-    p.add_argument("--no_low_negatives", action="store_true",
-                   help="ranking: only sampled unrated items are negatives")
+    p.add_argument("--low_negatives", action="store_true",
+                   help="ranking: low ratings are negatives too, not only sampled unrated items")
     p.add_argument("--history", type=int, default=ml.HISTORY_LENGTH)
     p.add_argument("--linear_lr", type=float, default=0.05)
     p.add_argument("--linear_optimizer", default="ftrl")

@@ -286,6 +286,8 @@ def add_movielens_flags(p: argparse.ArgumentParser) -> None:
     rec = p.add_argument_group("movielens (--dataset movielens --data_dir DIR)")
     _flag(rec, "task", default="ranking", choices=["rating", "ranking"])
     _flag(rec, "negatives", type=int, default=4, help="sampled unrated movies per positive")
+    _flag(rec, "low_negatives", action=argparse.BooleanOptionalAction, default=False,
+          help="ranking: low ratings are negatives too (default: only sampled unrated movies)")
     _flag(rec, "history_length", type=_positive_int, default=50, help="liked movies kept")
     _flag(rec, "eval_split", default="test", choices=["test", "valid"], help="evaluate on")
 
@@ -311,6 +313,7 @@ def cmd_train_movielens(args: argparse.Namespace) -> int:
         hidden_units=args.hidden_units,
         dropout=args.dropout,
         negatives=args.negatives,
+        low_negatives=args.low_negatives,
         history_length=args.history_length,
         split=args.eval_split,
     )

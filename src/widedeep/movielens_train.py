@@ -37,7 +37,10 @@ class MovieLensSettings:
     hidden_units: list[int] = field(default_factory=lambda: [64, 32])
     dropout: float | None = None
     negatives: int = 4
-    low_negatives: bool = True  # ranking: low ratings are negatives too
+    # ranking: low ratings as negatives too. Off: on the validation slice they cost HR@10
+    # 0.41 -> 0.45 (full-catalogue ranking asks "will the user pick it", and a movie rated low
+    # was still picked)
+    low_negatives: bool = False
     history_length: int = ml.HISTORY_LENGTH
     split: str = "test"  # "valid": evaluate on a slice cut from train the same way
     columns: dict[str, bool] = field(default_factory=dict)  # movielens_columns(...) flags
@@ -72,8 +75,10 @@ def train_movielens(
     if settings.split == "valid":  # test is never read
         train_part, test = ml.temporal_split(train_part)
     # the liked x movie cross memorises which movies go together: it ranks well, but it
-    # overfits ratings (measured on the validation slice), so rating models leave it out
-    columns = {"history": settings.task == "ranking", **settings.columns}
+    # overfits ratings; user x genre (each user's taste per genre) lowers the rating RMSE
+    # and adds nothing to ranking (both measured on the validation slice)
+    rating = settings.task == "rating"
+    columns = {"history": not rating, "user_genre": rating, **settings.columns}
     spec = ml.movielens_spec(settings.task, **columns)
     history = settings.history_length
     if settings.task == "rating":
