@@ -191,23 +191,29 @@ def test_ranking_metrics_by_hand():
     assert m["sampled100_ndcg@2"] == pytest.approx(0.5)
 
 
-def test_negatives_are_unrated_and_resampled_each_epoch(tmp_path):
+@pytest.mark.parametrize("low_negatives", [True, False])
+def test_negatives_are_unrated_and_resampled_each_epoch(tmp_path, low_negatives):
     ratings, movies, users = synthetic()
     data = ml.load_movielens(write_ml100k(tmp_path, ratings, movies, users))
     train, _ = ml.temporal_split(data.ratings)
     spec = ml.movielens_spec("ranking")
-    source = SampledNegatives(spec, data, train, batch_size=64, num_negatives=3, seed=1)
+    source = SampledNegatives(spec, data, train, batch_size=64, num_negatives=3, seed=1,
+                              low_negatives=low_negatives)  # fmt: skip
     spec.fit(source.rated)
     rated = set(zip(train.column("user_id").to_pylist(), train.column("movie_id").to_pylist()))
     n_pos = int(sum(r >= 4 for r in train.column("rating").to_pylist()))
+    # the rated rows come first: all of them (low ratings labelled 0), or the positives only
+    n_rated = train.num_rows if low_negatives else n_pos
     samples = [source.sample(e) for e in (0, 1)]
     for table in samples:
-        assert table.num_rows == train.num_rows + 3 * n_pos
-        sampled = table.slice(train.num_rows)
+        assert table.num_rows == n_rated + 3 * n_pos
+        labels = table.column("label").to_pylist()
+        assert labels[:n_rated].count(0.0) == n_rated - n_pos
+        sampled = table.slice(n_rated)
         assert set(sampled.column("label").to_pylist()) == {0.0}
         pairs = zip(sampled.column("user_id").to_pylist(), sampled.column("movie_id").to_pylist())
         assert not set(pairs) & rated
-    assert samples[0].slice(train.num_rows) != samples[1].slice(train.num_rows)
+    assert samples[0].slice(n_rated) != samples[1].slice(n_rated)
     assert source.sample(1).equals(samples[1])  # a pure function of (seed, epoch): resumable
     batches = list(source.epoch(0))
     assert len(batches) == source.batches_per_epoch()

@@ -262,8 +262,8 @@ def load_recommender(model: str | Path, data_dir: str | Path | None = None) -> R
 
 class SampledNegatives:
     """Ranking training data, as a run-loop source: liked ratings (>= threshold) are positives;
-    low ratings and ``num_negatives`` items per positive that the user did not rate in training,
-    **resampled every epoch**, are negatives.  A sampled negative shares its positive's context
+    ``num_negatives`` items per positive that the user did not rate in training, **resampled
+    every epoch**, are negatives, and with ``low_negatives`` the low ratings too.  A sampled negative shares its positive's context
     (user, time, liked history).  Epoch ``e`` is a pure function of (seed, e), so a resumed run
     sees the same data."""
 
@@ -277,7 +277,7 @@ class SampledNegatives:
         seed: int = 0,
         history_length: int = ml.HISTORY_LENGTH,
         like_threshold: int = ml.LIKE_THRESHOLD,
-        low_negatives: bool = True,
+        low_negatives: bool = False,
     ) -> None:
         self.spec = spec
         self.data = data
