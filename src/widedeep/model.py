@@ -151,9 +151,11 @@ class WideDeep(nn.Module):
         """Logits, [rows, n_outputs]."""
         logits = None
         if self.has_wide:
-            logits = (
-                self.wide(batch.wide_ids, per_sample_weights=batch.wide_weights) + self.wide_bias
-            )
+            if self.config.sparse_wide:  # only the bag gives the sparse gradient huge tables need
+                wide = self.wide(batch.wide_ids, per_sample_weights=batch.wide_weights)
+            else:
+                wide = _bag_sum_by_gather(self.wide.weight, batch.wide_ids, batch.wide_weights)
+            logits = wide + self.wide_bias
         if self.has_deep:
             parts = [
                 bag(ids, per_sample_weights=w)
@@ -161,13 +163,46 @@ class WideDeep(nn.Module):
             ]
             x = torch.cat([*parts, batch.dense], dim=1) if parts else batch.dense
             h = self.first(x)
-            if self.indicator is not None:
+            if self.indicator is not None and self.config.indicator_dim <= ONE_HOT_MAX_DIM:
+                h = h + _bag_sum_by_one_hot(
+                    self.indicator.weight, batch.indicator_ids, batch.indicator_weights
+                )
+            elif self.indicator is not None:
                 h = h + self.indicator(
                     batch.indicator_ids, per_sample_weights=batch.indicator_weights
                 )
             deep = self.rest(h)
             logits = deep if logits is None else logits + deep
         return logits
+
+
+# EmbeddingBag(mode="sum")'s CPU backward is slow for big batches (4096 rows: ~8x slower
+# than the gather below for the wide table, ~2x slower than the one-hot product for the
+# indicator columns), which made training at batch >= 1024 ~20 % slower than a hand-written
+# loop.  The two helpers compute the same sums with faster backward passes; the parameters
+# (and so the saved models) stay the bags' weights.
+ONE_HOT_MAX_DIM = 512
+"""Largest indicator id space multiplied as a one-hot block (rows x dim floats per batch)."""
+
+
+def _bag_sum_by_gather(
+    weight: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Σ_j weights[:, j] · weight[ids[:, j]] without the padding id 0 (the bag's sum)."""
+    rows = weight[ids]  # [batch, k, out]
+    if weights is not None:
+        rows = rows * weights.unsqueeze(-1)
+    # masked, not multiplied: row 0 then gets an exactly-zero gradient, as padding_idx gives
+    return rows.masked_fill((ids == 0).unsqueeze(-1), 0.0).sum(1)
+
+
+def _bag_sum_by_one_hot(
+    weight: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """The same sum as a (multi-)one-hot matrix times ``weight``, padding column dropped."""
+    values = torch.ones(ids.shape) if weights is None else weights
+    one_hot = torch.zeros(ids.shape[0], weight.shape[0]).scatter_add_(1, ids.long(), values)
+    return one_hot[:, 1:] @ weight[1:]
 
 
 def _init_embedding(weight: torch.Tensor, initializer: str | None, dimension: int) -> None:
