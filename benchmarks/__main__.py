@@ -119,12 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run on tiny sizes (seconds)")
     p.add_argument("--only", help=f"comma-separated suites among {','.join(names)}")
-    p.add_argument("--out-dir", help="where report.json and report.md go (default "
-                   "benchmarks/results, or benchmarks/results/quick with --quick)")
-    p.add_argument("--machine", help="how the machine is described in the report "
-                   "(default: '<n> cores, no GPU')")
-    p.add_argument("--update-readme", action="store_true",
-                   help="also write report.md between the README's benchmark markers")
+    p.add_argument(
+        "--out-dir",
+        help="where report.json and report.md go (default "
+        "benchmarks/results, or benchmarks/results/quick with --quick)",
+    )
+    p.add_argument(
+        "--machine",
+        help="how the machine is described in the report (default: '<n> cores, no GPU')",
+    )
+    p.add_argument(
+        "--update-readme",
+        action="store_true",
+        help="also write report.md between the README's benchmark markers",
+    )
     args = p.parse_args(argv)
     chosen = names if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = sorted(set(chosen) - set(names))
