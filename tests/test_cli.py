@@ -29,9 +29,22 @@ def census_sample(tmp_path_factory) -> Path:
 def test_train_end_to_end(census_sample, tmp_path):
     model_dir = tmp_path / "model"
     cmd = [
-        sys.executable, "-m", "widedeep", "train", "--data_dir", str(census_sample),
-        "--train_epochs", "2", "--epochs-between-evals", "1", "--batch_size", "100",
-        "--model_dir", str(model_dir), "--threads", "1",
+        sys.executable,
+        "-m",
+        "widedeep",
+        "train",
+        "--data_dir",
+        str(census_sample),
+        "--train_epochs",
+        "2",
+        "--epochs-between-evals",
+        "1",
+        "--batch_size",
+        "100",
+        "--model_dir",
+        str(model_dir),
+        "--threads",
+        "1",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -76,7 +89,9 @@ def test_spec_without_train_file(tmp_path, capsys):
 
 def test_clean_refuses_a_foreign_directory(tmp_path, census_sample, capsys):
     (tmp_path / "precious.txt").write_text("keep me")
-    code = main(["train", "--data_dir", str(census_sample), "--model_dir", str(tmp_path), "--clean"])
+    code = main(
+        ["train", "--data_dir", str(census_sample), "--model_dir", str(tmp_path), "--clean"]
+    )
     assert code == 2
     assert (tmp_path / "precious.txt").exists()
     assert "refusing" in capsys.readouterr().err

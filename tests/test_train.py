@@ -61,9 +61,10 @@ def test_model_types_have_their_parts(census_small, model_type):
     assert model.has_deep == (model_type != "wide")
     assert model(batch.index(slice(0, 3))).shape == (3, 1)
     optimizers = make_optimizers(model, len(spec.wide_columns), TrainConfig())
-    assert set(optimizers) == {"wide": {"linear"}, "deep": {"dnn"}, "wide_deep": {"linear", "dnn"}}[
-        model_type
-    ]
+    assert (
+        set(optimizers)
+        == {"wide": {"linear"}, "deep": {"dnn"}, "wide_deep": {"linear", "dnn"}}[model_type]
+    )
 
 
 def test_joint_step_changes_both_parts(census_small):
@@ -125,7 +126,9 @@ def test_resume_continues_exactly(census_small, tmp_path):
     run(2, tmp_path / "b")
     resumed = run(4, tmp_path / "b")
     assert resumed.state.global_step == straight.state.global_step
-    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 

@@ -13,6 +13,7 @@ all-reduced and rebuilt anywhere.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,7 +103,9 @@ class WideDeep(nn.Module):
             )
             layers: list[nn.Module] = []
             for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:] + [n_out])):
-                layers.append(nn.Linear(fan_in, fan_out))
+                with warnings.catch_warnings():  # fan_in 0: only indicator columns feed layer 1
+                    warnings.simplefilter("ignore", UserWarning)
+                    layers.append(nn.Linear(fan_in, fan_out))
                 if i < len(widths) - 1:
                     if config.batch_norm:
                         layers.append(nn.BatchNorm1d(fan_out))

@@ -59,6 +59,7 @@ class TrainConfig:
     dnn_learning_rate: float | None = None
     weight_decay: float = 0.0
     loss_reduction: str = "sum"
+    max_steps: int | None = None  # stop once global_step reaches it (TensorFlow's max_steps)
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -289,6 +290,8 @@ def train(
             for epoch in range(start_epoch, config.train_epochs):
                 if metrics.get("accuracy", 0) >= (config.stop_threshold or 2):
                     break
+                if config.max_steps is not None and state.global_step >= config.max_steps:
+                    break
                 t0 = time.perf_counter()
                 examples = 0
                 bar = tqdm(
@@ -318,12 +321,16 @@ def train(
                         bar.set_postfix(loss=f"{running.item() / 200:.4g}", refresh=False)
                         running.zero_()
                         bar.update(200)
+                    if state.global_step == config.max_steps:
+                        break
                 bar.close()
                 dt = time.perf_counter() - t0
                 state.elapsed_s += dt
-                state.epoch += 1
-                state.step_in_epoch = 0
-                done = state.epoch == config.train_epochs
+                reached = state.global_step == config.max_steps
+                if not reached:
+                    state.epoch += 1
+                    state.step_in_epoch = 0
+                done = state.epoch == config.train_epochs or reached
                 if eval_source is not None and (
                     state.epoch % config.epochs_between_evals == 0 or done
                 ):
@@ -345,6 +352,8 @@ def train(
                             f.write(json.dumps(metrics) + "\n")
                 elif done and model_dir is not None:
                     save()
+                if reached:
+                    break
     except KeyboardInterrupt:
         path = save()
         where = f" to {path}" if path else ""
