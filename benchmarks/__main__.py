@@ -87,6 +87,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"{facts['python']}, torch {facts['torch']}), with `{report['command']}` "
         f"({report['total_s']:.0f} s in all).",
     ]
+    if report["quick"]:
+        lines += [
+            "",
+            "**Quick smoke run: the sizes are too small for these figures to mean much.**",
+        ]
     checks = [c for r in report["suites"].values() for c in r.get("checks", [])]
     if checks:
         lines += ["", checks_table(checks)]
