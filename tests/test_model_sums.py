@@ -39,3 +39,22 @@ def test_hand_computed_row():
     # row 1 of IDS is ids 2, 2, 5 weighted 1, -1, 3: 10 - 10 + 3 * 10000
     assert _bag_sum_by_gather(table, IDS, WEIGHTS)[1, 0].item() == 30000.0
     assert _bag_sum_by_one_hot(table, IDS, WEIGHTS)[1, 0].item() == 30000.0
+
+
+def test_model_gives_the_same_logits_on_both_sides_of_the_threshold():
+    """A batch big enough for the fast sums scores as its small chunks (bags) do."""
+    from widedeep.batch import Batch
+    from widedeep.datasets.census import census_spec, load_census
+    from widedeep.model import FAST_SUM_MIN_ROWS, ModelConfig, WideDeep
+
+    table, _ = load_census()
+    table = table.slice(0, FAST_SUM_MIN_ROWS + 100)
+    spec = census_spec().fit(table)
+    batch = spec.transform(table)
+    torch.manual_seed(0)
+    model = WideDeep(ModelConfig.from_spec(spec))
+    with torch.no_grad():
+        model.wide.weight[1:].normal_()  # non-zero wide weights, padding row kept at 0
+        chunks = [batch.index(slice(i, i + 100)) for i in range(0, len(batch), 100)]
+        big = model(Batch.concat(chunks))
+        torch.testing.assert_close(big, torch.cat([model(c) for c in chunks]))

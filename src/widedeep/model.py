@@ -154,7 +154,8 @@ class WideDeep(nn.Module):
         """Logits, [rows, n_outputs]."""
         logits = None
         if self.has_wide:
-            if self.config.sparse_wide:  # only the bag gives the sparse gradient huge tables need
+            # the bag below ~512 rows (one kernel); sparse_wide: only it gives sparse gradients
+            if len(batch) < FAST_SUM_MIN_ROWS or self.config.sparse_wide:
                 wide = self.wide(batch.wide_ids, per_sample_weights=batch.wide_weights)
             else:
                 wide = _bag_sum_by_gather(self.wide.weight, batch.wide_ids, batch.wide_weights)
@@ -166,7 +167,10 @@ class WideDeep(nn.Module):
             ]
             x = torch.cat([*parts, batch.dense], dim=1) if parts else batch.dense
             h = self.first(x)
-            if self.indicator is not None and self.config.indicator_dim <= ONE_HOT_MAX_DIM:
+            one_hot = (
+                len(batch) >= FAST_SUM_MIN_ROWS and self.config.indicator_dim <= ONE_HOT_MAX_DIM
+            )
+            if self.indicator is not None and one_hot:
                 h = h + _bag_sum_by_one_hot(
                     self.indicator.weight, batch.indicator_ids, batch.indicator_weights
                 )
@@ -183,7 +187,10 @@ class WideDeep(nn.Module):
 # than the gather below for the wide table, ~2x slower than the one-hot product for the
 # indicator columns), which made training at batch >= 1024 ~20 % slower than a hand-written
 # loop.  The two helpers compute the same sums with faster backward passes; the parameters
-# (and so the saved models) stay the bags' weights.
+# (and so the saved models) stay the bags' weights.  Small batches keep the bags: one
+# kernel each beats the helpers' few (batch 40: ~20 % faster training).
+FAST_SUM_MIN_ROWS = 512
+"""Batches of at least this many rows take the gather / one-hot sums."""
 ONE_HOT_MAX_DIM = 512
 """Largest indicator id space multiplied as a one-hot block (rows x dim floats per batch)."""
 
