@@ -19,7 +19,7 @@ import torch.nn.functional as F
 class Batch:
     """Wide ids, deep embedding ids, dense floats and (optionally) labels for a set of rows.
 
-    - ``wide_ids``: int64 [rows, k], one id space for all wide columns, 0 = padding.
+    - ``wide_ids``: int32 [rows, k], one id space for all wide columns, 0 = padding.
     - ``wide_weights``: float32 [rows, k] per-id weights, or None when all are 1.
     - ``embed_ids`` / ``embed_weights``: one [rows, l] tensor per embedding column; the
       weights already hold the combiner's normalisation (mean, sqrtn), or None for one id.

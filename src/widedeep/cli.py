@@ -9,15 +9,17 @@ with status 2; an interrupted run exits with 130 after checkpointing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import __version__
+
+PREDICT_SLICE = 1 << 16
 
 
 class UsageError(Exception):
@@ -90,8 +92,19 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(loop, "seed", type=int, default=0)
     _flag(loop, "model_dir", default="census_model", help="checkpoints; resumed if present")
     _flag(loop, "export_dir", help="write a serving export under this directory")
+    _flag(
+        loop,
+        "warm_start_from",
+        help="initialise from a previous model (model_dir or export): weights copied by value",
+    )
     _flag(loop, "clean", action="store_true", help="delete model_dir first and start over")
-    _flag(loop, "threads", type=_positive_int, default=None, help="torch threads")
+    _flag(
+        loop,
+        "threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (default: 1 below batch 1024, else all cores)",
+    )
     _flag(loop, "quiet", action="store_true", help="no progress bar or per-evaluation lines")
 
     opt = p.add_argument_group("optimizers")
@@ -119,8 +132,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .model import ModelConfig
     from .train import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # small batches gain nothing from intra-op threads, and on a busy machine spinning
+    # OpenMP workers slow them down many times over: one thread unless asked otherwise
+    torch.set_num_threads(
+        args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
+    )
     spec, train_table, eval_table, source = _load_data(args)
     model_dir = Path(args.model_dir)
     if args.clean and model_dir.exists():
@@ -153,6 +169,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         sparse_wide=args.sparse_wide,
     )
     say = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
+    init_model = None
+    if args.warm_start_from:
+        from .warm_start import warm_start_from
+
+        init_model = warm_start_from(args.warm_start_from, spec, log=say)
     say(
         f"widedeep {__version__}: {model_config.model_type} on {source}: "
         f"{len(train_batch):,} train / {len(eval_batch) if eval_batch else 0:,} eval rows, "
@@ -167,7 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_dir,
         quiet=args.quiet,
         log=say,
-        settings={"source": source},
+        init_model=init_model,
+        settings=_data_settings(args, source),
     )
     elapsed = time.perf_counter() - t0
     if args.export_dir:
@@ -178,21 +200,76 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def add_serve_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "model", required=True, help="export base directory (newest export), or one export")
+    _flag(p, "model_name", default="default", help="name in /v1/models/<name> (default: default)")
+    _flag(p, "host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    _flag(p, "port", type=_port, default=8501, help="port (default 8501, as TensorFlow Serving)")
+    _flag(p, "workers", type=_positive_int, default=None, help="processes (default: one per core)")
+    _flag(p, "max_body_bytes", type=_positive_int, default=8 << 20, help="larger bodies get 413")
+    _flag(p, "max_instances", type=_positive_int, default=10_000, help="per :predict request")
+    _flag(p, "max_candidates", type=_positive_int, default=10_000, help="per :rank request")
+    _flag(p, "rank_chunk", type=_positive_int, default=2048, help="candidates per ranking thread")
+    _flag(p, "rank_threads", type=_positive_int, default=2, help="ranking threads per worker")
+    _flag(
+        p,
+        "poll_seconds",
+        type=float,
+        default=2.0,
+        help="look for a newer export this often (0: never)",
+    )
+    _flag(p, "http", default="httptools", choices=["httptools", "h11"], help="HTTP parser")
+    _flag(p, "loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, serve
+
+    config = ServeConfig(
+        model=args.model,
+        model_name=args.model_name,
+        host=args.host,
+        port=args.port,
+        workers=args.workers or 0,
+        max_body_bytes=args.max_body_bytes,
+        max_instances=args.max_instances,
+        max_candidates=args.max_candidates,
+        rank_chunk=args.rank_chunk,
+        rank_threads=args.rank_threads,
+        poll_seconds=args.poll_seconds,
+        http=args.http,
+        loop=args.loop,
+    )
+    try:
+        return serve(config, log=lambda m: print(m, flush=True))
+    except (RuntimeError, OSError) as e:
+        raise UsageError(str(e)) from None
+
+
 def export(model_path: Path | str, export_dir: Path | str) -> Path:
     """Copy a trained model (without optimizer state) to ``export_dir/<timestamp>/``."""
-    from . import artifact
+    from .release import export as export_model
 
-    spec, model, config, resolved = artifact.read_model_dir(model_path)
-    metrics_file = Path(resolved) / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-    base = Path(export_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = int(time.time())
-    while (base / str(stamp)).exists():
-        stamp += 1
-    target = base / str(stamp)
-    artifact.write_model_dir(target, spec, model, config.get("settings"), metrics)
-    return target
+    return export_model(model_path, export_dir)[0]
+
+
+def _data_settings(args: argparse.Namespace, source: str) -> dict[str, Any]:
+    """Where the data came from, saved with the model: `export` and `evaluate` reuse its eval
+    data by default."""
+    if args.spec or args.train:
+        return {"source": source, "eval": str(Path(args.eval).resolve()) if args.eval else None}
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    return {"source": source, "dataset": args.dataset, "data_dir": data_dir}
 
 
 def _load_data(args: argparse.Namespace):
@@ -230,15 +307,89 @@ def _clean(model_dir: Path) -> None:
     shutil.rmtree(model_dir)
 
 
-def _print_table(metrics: dict[str, Any]) -> None:
+def _print_table(metrics: dict[str, Any], title: str = "final evaluation") -> None:
     if not metrics:
         return
     keys = [k for k in sorted(metrics) if isinstance(metrics[k], (int, float))]
     width = max(len(k) for k in keys)
-    print("\nfinal evaluation")
+    print(f"\n{title}")
     for k in keys:
         v = metrics[k]
         print(f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+
+
+# --------------------------------------------------------------------------- using a saved model
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from .io import read_table, write_table
+    from .predict import load
+
+    predictor = load(args.model)
+    table = read_table(args.input)
+    if args.id_column and args.id_column not in table.column_names:
+        raise UsageError(
+            f"--id_column {args.id_column!r} is not a column of {args.input}; it has "
+            f"{table.column_names}"
+        )
+    # slice by slice: the encoded rows of a big file never sit in memory all at once
+    slices = [table.slice(i, PREDICT_SLICE) for i in range(0, table.num_rows, PREDICT_SLICE)]
+    scores = np.concatenate([predictor.predict_proba(t) for t in slices or [table]])
+    columns = {args.id_column: table.column(args.id_column)} if args.id_column else {}
+    classes = predictor.classes_
+    if predictor.head == "binary":
+        columns["probability"] = scores
+    elif predictor.head == "multiclass":
+        columns.update({f"probability_{c}": scores[:, j] for j, c in enumerate(classes)})
+    else:
+        columns["prediction"] = scores
+    if predictor.head != "regression":
+        ids = scores > 0.5 if predictor.head == "binary" else scores.argmax(1)
+        columns["class"] = np.asarray(classes, dtype=object)[ids.astype(int)] if classes else ids
+    out = pa.table(columns)
+    if args.output:
+        write_table(out, args.output)
+        print(f"{out.num_rows:,} predictions written to {args.output}", file=sys.stderr)
+    else:
+        import pyarrow.csv as pacsv
+
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(out, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .io import read_table
+    from .predict import load
+    from .release import default_eval_data
+
+    predictor = load(args.model)
+    data = read_table(args.data) if args.data else default_eval_data(predictor)
+    _print_table(predictor.evaluate(data), f"evaluation of {predictor.path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .io import read_table
+    from .release import export as export_model
+
+    eval_data = read_table(args.eval) if args.eval else None
+    path, gate = export_model(
+        args.model_dir,
+        args.export_dir,
+        compare_to=args.compare_to,
+        eval_data=eval_data,
+        max_drop=args.max_auc_drop,
+        gate=args.compare_to is not None or args.eval is not None,
+    )
+    if gate is not None:
+        against = "" if gate.previous is None else f" (previous model: {gate.previous:.4f})"
+        print(f"release check passed: {gate.metric} {gate.new:.4f}{against}")
+    print(f"exported to {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,12 +399,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (default: the census reference run)")
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="score the rows of a file with a saved model")
+    _flag(p, "model", required=True, help="model_dir, export directory or export base")
+    _flag(p, "input", required=True, help="rows to score (CSV, Parquet or JSON lines)")
+    _flag(p, "output", help="write here (.csv, .parquet or .jsonl); default: CSV on stdout")
+    _flag(p, "id_column", help="copy this input column into the output")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="the reference metrics of a saved model on labelled rows")
+    _flag(p, "model", required=True)
+    _flag(p, "data", help="labelled rows (default: the eval data the model was trained with)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="copy a trained model to export_dir/<timestamp>/")
+    _flag(p, "model_dir", required=True, help="training model_dir or model directory")
+    _flag(p, "export_dir", required=True)
+    _flag(p, "compare_to", help="previous export: refuse if the new model is worse than it")
+    _flag(
+        p,
+        "max_auc_drop",
+        type=float,
+        default=0.005,
+        help="largest allowed drop of AUC (accuracy for multi-class, rise of RMSE for "
+        "regression) against --compare_to (default 0.005)",
+    )
+    _flag(p, "eval", help="evaluation rows for the check (default: the model's own eval data)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve exports over HTTP (TensorFlow Serving's REST API)")
+    add_serve_flags(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from .artifact import ModelFileError
     from .feature_column import FeatureColumnError
+    from .release import ReleaseRefused
     from .train import TrainingInterrupted
     from .transform import DataError
 
@@ -267,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("widedeep: interrupted", file=sys.stderr)
         return 130
+    except ReleaseRefused as e:
+        print(f"widedeep {args.command}: refused: {e}", file=sys.stderr)
+        return 1
     except (
         UsageError,
         DataError,

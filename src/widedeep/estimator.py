@@ -26,6 +26,7 @@ from .model import ModelConfig
 from .predict import Predictor
 from .train import TrainConfig, train
 from .transform import FeatureSpec, Label, as_table
+from .warm_start import warm_start_from
 
 _LABEL = "__label__"
 
@@ -69,6 +70,7 @@ class _Base:
         dnn_learning_rate: float | None = None,
         loss_reduction: str = "sum",
         model_dir: str | Path | None = None,
+        warm_start_from: str | Path | None = None,
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
@@ -90,6 +92,7 @@ class _Base:
         self.dnn_learning_rate = dnn_learning_rate
         self.loss_reduction = loss_reduction
         self.model_dir = model_dir
+        self.warm_start_from = warm_start_from
         self.seed = seed
         self.verbose = verbose
 
@@ -150,6 +153,10 @@ class _Base:
             loss_reduction=self.loss_reduction,
             max_steps=max_steps,
         )
+        log = print if self.verbose else (lambda _: None)
+        init_model = None
+        if self.warm_start_from is not None:  # paper §4.2: start from the previous model
+            init_model = warm_start_from(self.warm_start_from, spec, log=log)
         result = train(
             spec,
             spec.transform(table, label=True),
@@ -158,7 +165,8 @@ class _Base:
             config,
             self.model_dir,
             quiet=not self.verbose,
-            log=print if self.verbose else (lambda _: None),
+            log=log,
+            init_model=init_model,
         )
         self.spec_ = spec
         self.model_ = result.model
@@ -328,7 +336,9 @@ class _TFEstimator:
             yield out
 
 
-def _common(model_dir, weight_column, label_vocabulary, loss_reduction, config) -> dict:
+def _common(
+    model_dir, weight_column, label_vocabulary, loss_reduction, config, warm_start_from=None
+) -> dict:
     """Keyword arguments shared by the TensorFlow-named classes; ``config`` adds run settings
     (``epochs``, ``batch_size``, ``seed``...) where TensorFlow took them from the input_fn."""
     out = dict(
@@ -336,6 +346,7 @@ def _common(model_dir, weight_column, label_vocabulary, loss_reduction, config) 
         weight_column=weight_column,
         classes=label_vocabulary,
         loss_reduction=_reduction(loss_reduction),
+        warm_start_from=warm_start_from,
     )
     out.update(config or {})
     return out
@@ -374,6 +385,7 @@ class DNNLinearCombinedClassifier(_TFEstimator):
         batch_norm: bool = False,
         loss_reduction: str = "sum",
         config: dict[str, Any] | None = None,
+        warm_start_from: str | None = None,
     ) -> None:
         if dnn_feature_columns and not dnn_hidden_units:
             raise ValueError("dnn_hidden_units must be given when dnn_feature_columns are")
@@ -386,7 +398,9 @@ class DNNLinearCombinedClassifier(_TFEstimator):
             dnn_optimizer=_optimizer(dnn_optimizer, "adagrad"),
             dropout=dnn_dropout,
             batch_norm=batch_norm,
-            **_common(model_dir, weight_column, label_vocabulary, loss_reduction, config),
+            **_common(
+                model_dir, weight_column, label_vocabulary, loss_reduction, config, warm_start_from
+            ),
         )
         super().__init__(impl, n_classes)
 
@@ -412,13 +426,16 @@ class LinearClassifier(_TFEstimator):
         optimizer: str = "Ftrl",
         loss_reduction: str = "sum",
         config: dict[str, Any] | None = None,
+        warm_start_from: str | None = None,
     ) -> None:
         impl = _classifier_or_regressor(
             None if self._regression else n_classes,
             wide_columns=tuple(feature_columns),
             model_type="wide",
             linear_optimizer=_optimizer(optimizer, "ftrl"),
-            **_common(model_dir, weight_column, label_vocabulary, loss_reduction, config),
+            **_common(
+                model_dir, weight_column, label_vocabulary, loss_reduction, config, warm_start_from
+            ),
         )
         super().__init__(impl, n_classes)
 
@@ -447,6 +464,7 @@ class DNNClassifier(_TFEstimator):
         batch_norm: bool = False,
         loss_reduction: str = "sum",
         config: dict[str, Any] | None = None,
+        warm_start_from: str | None = None,
     ) -> None:
         impl = _classifier_or_regressor(
             None if self._regression else n_classes,
@@ -456,7 +474,9 @@ class DNNClassifier(_TFEstimator):
             dnn_optimizer=_optimizer(optimizer, "adagrad"),
             dropout=dropout,
             batch_norm=batch_norm,
-            **_common(model_dir, weight_column, label_vocabulary, loss_reduction, config),
+            **_common(
+                model_dir, weight_column, label_vocabulary, loss_reduction, config, warm_start_from
+            ),
         )
         super().__init__(impl, n_classes)
 

@@ -16,9 +16,10 @@ Porting TensorFlow code is a change of import::
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Union
+from typing import Any
 
 NORMALIZERS = (None, "standard", "quantile", "log")
 COMBINERS = ("sum", "mean", "sqrtn")
@@ -114,7 +115,7 @@ class VocabularyListColumn:
 
 @dataclass(frozen=True)
 class VocabularyFromDataColumn:
-    """A vocabulary learned by ``fit``: values seen at least ``min_count`` times, most frequent first."""
+    """A vocabulary learned by ``fit``: values seen >= ``min_count`` times, most frequent first."""
 
     key: str
     min_count: int = 1
@@ -154,7 +155,7 @@ class IdentityColumn:
 
 @dataclass(frozen=True)
 class BucketizedColumn:
-    """A numeric column cut at ``boundaries``: bucket i holds boundaries[i-1] <= x < boundaries[i]."""
+    """Numbers cut at ``boundaries``: bucket i holds boundaries[i-1] <= x < boundaries[i]."""
 
     source_column: NumericColumn
     boundaries: tuple[float, ...]
@@ -190,17 +191,17 @@ class WeightedCategoricalColumn:
         return f"{self.categorical_column.name}_weighted_by_{self.weight_feature_key}"
 
 
-CategoricalColumn = Union[
-    VocabularyListColumn,
-    VocabularyFromDataColumn,
-    HashBucketColumn,
-    IdentityColumn,
-    BucketizedColumn,
-    CrossedColumn,
-    WeightedCategoricalColumn,
-]
-DenseColumn = Union[NumericColumn, IndicatorColumn, EmbeddingColumn]
-FeatureColumn = Union[CategoricalColumn, DenseColumn]
+CategoricalColumn = (
+    VocabularyListColumn
+    | VocabularyFromDataColumn
+    | HashBucketColumn
+    | IdentityColumn
+    | BucketizedColumn
+    | CrossedColumn
+    | WeightedCategoricalColumn
+)
+DenseColumn = NumericColumn | IndicatorColumn | EmbeddingColumn
+FeatureColumn = CategoricalColumn | DenseColumn
 CATEGORICAL_TYPES = (
     VocabularyListColumn,
     VocabularyFromDataColumn,
@@ -281,12 +282,19 @@ def categorical_column_with_vocabulary_list(
     default_value: int = -1,
     num_oov_buckets: int = 0,
 ) -> VocabularyListColumn:
-    """Look values up in ``vocabulary_list``; unknown values get no id, ``default_value`` or an OOV bucket."""
+    """Look values up in a vocabulary; unknown values get no id, default_value or an OOV bucket."""
     vocabulary = tuple(str(v) for v in vocabulary_list)
-    _check(len(vocabulary) > 0, f"vocabulary column {key!r}: the vocabulary is empty")
     _check(
-        len(set(vocabulary)) == len(vocabulary),
-        f"vocabulary column {key!r}: the vocabulary has duplicates",
+        len(vocabulary) > 0,
+        f"vocabulary column {key!r}: the vocabulary is empty; give at least one value",
+    )
+    duplicates = []
+    if len(set(vocabulary)) != len(vocabulary):
+        duplicates = sorted(v for v, n in Counter(vocabulary).items() if n > 1)
+    _check(
+        not duplicates,
+        f"vocabulary column {key!r}: the vocabulary has duplicates {duplicates[:10]}; "
+        "list each value once",
     )
     _check(
         num_oov_buckets >= 0,
@@ -336,7 +344,10 @@ def categorical_column_with_vocabulary_from_data(
     key: str, min_count: int = 1, max_size: int | None = None, num_oov_buckets: int = 1
 ) -> VocabularyFromDataColumn:
     """A vocabulary learned from the training data by ``fit`` (paper section 4.1)."""
-    _check(min_count >= 1, f"vocabulary column {key!r}: min_count must be >= 1, got {min_count}")
+    _check(
+        isinstance(min_count, int) and min_count >= 1,
+        f"vocabulary column {key!r}: min_count must be an integer >= 1, got {min_count!r}",
+    )
     _check(
         max_size is None or max_size >= 1,
         f"vocabulary column {key!r}: max_size must be >= 1, got {max_size}",
@@ -364,7 +375,10 @@ def categorical_column_with_identity(
     key: str, num_buckets: int, default_value: int | None = None
 ) -> IdentityColumn:
     """Integer ids in [0, num_buckets) used as they are."""
-    _check(num_buckets >= 1, f"identity column {key!r}: num_buckets must be >= 1")
+    _check(
+        isinstance(num_buckets, int) and num_buckets >= 1,
+        f"identity column {key!r}: num_buckets must be an integer >= 1, got {num_buckets!r}",
+    )
     _check(
         default_value is None or 0 <= default_value < num_buckets,
         f"identity column {key!r}: default_value {default_value} is outside [0, {num_buckets})",
@@ -377,7 +391,7 @@ def crossed_column(
 ) -> CrossedColumn:
     """Cross features: a stable hash of each combination of values, modulo ``hash_bucket_size``."""
     keys = tuple(keys)
-    _check(len(keys) >= 2, f"crossed_column: needs at least two keys, got {len(keys)}")
+    _check(len(keys) >= 2, f"crossed_column: needs at least two keys, got {list(keys)}")
     for k in keys:
         _check(
             isinstance(k, str) or isinstance(k, CATEGORICAL_TYPES),
@@ -416,10 +430,15 @@ def embedding_column(
         isinstance(categorical_column, CATEGORICAL_TYPES),
         f"embedding_column: needs a categorical column, got {categorical_column!r}",
     )
-    _check(dimension >= 1, f"embedding_column {categorical_column.name!r}: dimension must be >= 1")
+    _check(
+        isinstance(dimension, int) and dimension >= 1,
+        f"embedding_column {categorical_column.name!r}: dimension must be an integer >= 1, "
+        f"got {dimension!r}",
+    )
     _check(
         combiner in COMBINERS,
-        f"embedding_column {categorical_column.name!r}: combiner must be one of {COMBINERS}",
+        f"embedding_column {categorical_column.name!r}: combiner must be one of {COMBINERS}, "
+        f"got {combiner!r}",
     )
     _check(
         initializer in INITIALIZERS,

@@ -1,7 +1,8 @@
-"""Reading rows from files into Arrow: CSV (optionally gzipped), Parquet and JSON lines."""
+"""Rows from and to files: CSV (optionally gzipped), Parquet and JSON lines, as Arrow tables."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,3 +62,20 @@ def read_table(
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read it as {kind}: {e}") from None
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write a Table as CSV, Parquet or JSON lines, chosen by the file name."""
+    path = Path(path)
+    kind = file_format(path)
+    if path.name.lower().endswith(".gz"):
+        raise DataError(f"{path}: cannot write compressed files; drop the .gz")
+    if kind == "parquet":
+        pq.write_table(table, path)
+    elif kind == "jsonl":
+        with open(path, "w") as f:
+            for row in table.to_pylist():
+                f.write(json.dumps(row) + "\n")
+    else:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        pacsv.write_csv(table, path, pacsv.WriteOptions(delimiter=delimiter))

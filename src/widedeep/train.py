@@ -294,13 +294,14 @@ def train(
                     break
                 t0 = time.perf_counter()
                 examples = 0
-                bar = tqdm(
-                    total=steps_per_epoch,
-                    initial=state.step_in_epoch,
+                bar = tqdm(  # counts examples so the rate reads as examples/s
+                    total=steps_per_epoch * config.batch_size if steps_per_epoch else None,
+                    initial=state.step_in_epoch * config.batch_size,
                     desc=f"epoch {epoch + 1}/{config.train_epochs}",
                     disable=quiet or not sys.stderr.isatty(),
                     leave=False,
-                    unit="step",
+                    unit="ex",
+                    unit_scale=True,
                 )
                 running = torch.zeros(())
                 for batch in source.epoch(epoch, skip=state.step_in_epoch):
@@ -320,7 +321,7 @@ def train(
                     if state.step_in_epoch % 200 == 0 and not bar.disable:
                         bar.set_postfix(loss=f"{running.item() / 200:.4g}", refresh=False)
                         running.zero_()
-                        bar.update(200)
+                        bar.update(200 * config.batch_size)
                     if state.global_step == config.max_steps:
                         break
                 bar.close()

@@ -1,0 +1,246 @@
+"""End-to-end latency and throughput of ``widedeep serve`` over loopback HTTP.
+
+Starts the real server (``--workers`` processes) on a free 127.0.0.1 port and
+drives it with a lean keep-alive HTTP/1.1 client (raw sockets; asyncio + uvloop
+for the concurrent runs), so the figures are the server's plus a minimal client's:
+
+    predict-1     one client, one census row per request             p50 / p99
+    rank-100      8 concurrent clients, 100 candidates per request   p50 / p99, scores/s
+    rank-1000     8 concurrent clients, 1000 candidates (saturation) scores/s
+
+Every run is bounded by a request count and by ``--seconds``.  The client runs on
+the same machine, so it takes CPU from the server; a shared machine adds noise.
+
+    python benchmarks/bench_serve.py [--model EXPORT_BASE] [--workers 2] [--out serve.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HOST = "127.0.0.1"
+ITEM_KEYS = ("occupation", "education", "education_num")
+
+
+def census_export(workdir: Path) -> Path:
+    """A census model trained for 2 epochs (a few seconds), exported under ``workdir/exp``."""
+    from widedeep.cli import main
+
+    code = main(["train", "--train_epochs", "2", "--model_dir", str(workdir / "model"),
+                 "--export_dir", str(workdir / "exp"), "--quiet", "--threads", "1"])  # fmt: skip
+    assert code == 0
+    return workdir / "exp"
+
+
+def request(path: str, payload: dict) -> bytes:
+    body = json.dumps(payload).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    return head.encode() + body
+
+
+def parse_head(head: bytes) -> tuple[int, int]:
+    """(status, content length) of a response head."""
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(x.split(b":")[1]) for x in lines if x.lower().startswith(b"content-length"))
+    return status, length
+
+
+def blocking_run(port: int, data: bytes, n: int, seconds: float) -> list[float]:
+    """One client on a blocking socket: the least client overhead per request."""
+    sock = socket.create_connection((HOST, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    times, buf, deadline = [], b"", time.perf_counter() + seconds
+    while len(times) < n and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        sock.sendall(data)
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(65536)
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        status, length = parse_head(head)
+        while len(buf) < length:
+            buf += sock.recv(65536)
+        buf = buf[length:]
+        times.append(time.perf_counter() - t0)
+        assert status == 200, status
+    sock.close()
+    return times
+
+
+async def concurrent_run(
+    port: int, data: bytes, clients: int, n: int, seconds: float
+) -> tuple[list[float], float, list[int]]:
+    """``clients`` keep-alive connections, each sending its next request when the last is
+    answered; returns latencies, wall time and the worker pid each connection reached."""
+    deadline = time.perf_counter() + seconds
+    health = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+
+    async def exchange(reader, writer, payload: bytes) -> tuple[int, bytes]:
+        writer.write(payload)
+        status, length = parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4])
+        return status, await reader.readexactly(length)
+
+    async def client(times: list[float], pids: list[int]) -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pids.append(json.loads((await exchange(reader, writer, health))[1])["pid"])
+        while len(times) < n and time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            status, _ = await exchange(reader, writer, data)
+            times.append(time.perf_counter() - t0)
+            assert status == 200, status
+        writer.close()
+
+    per_client: list[list[float]] = [[] for _ in range(clients)]
+    pids: list[int] = []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(times, pids) for times in per_client))
+    return [t for times in per_client for t in times], time.perf_counter() - t0, pids
+
+
+def start_server(
+    model: Path, workers: int, http: str = "httptools", loop: str = "uvloop"
+) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "widedeep", "serve", "--model", str(model), "--port", str(port),
+           "--workers", str(workers), "--poll_seconds", "0", "--http", http,
+           "--loop", loop]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # printed once every worker listens
+    if "widedeep serve:" not in line:
+        proc.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return proc, port
+
+
+def descendants(pid: int) -> list[int]:
+    """The worker processes and the fork server that started them."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        children = [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        found += children
+        todo += children
+    return found
+
+
+def server_cpu_seconds(proc: subprocess.Popen) -> float:
+    """CPU time (user + system) the server's worker processes have used so far: unlike
+    wall-clock latency, barely affected by other jobs on a shared machine."""
+    ticks = 0
+    for pid in descendants(proc.pid):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def summary(
+    name: str, times: list[float], wall: float, rows_per_request: int, cpu: float
+) -> dict:
+    ms = np.asarray(times) * 1e3
+    return {
+        "run": name,
+        "server_cpu_ms_per_request": cpu / len(times) * 1e3,
+        "requests": len(times),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "requests_per_s": len(times) / wall,
+        "scores_per_s": len(times) * rows_per_request / wall,
+        # what a core given wholly to the server would score: load-independent capacity
+        "scores_per_server_cpu_s": len(times) * rows_per_request / cpu if cpu else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="export base or export (default: train a census one)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=3000, help="per run (all clients)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per run, at most")
+    parser.add_argument("--stacks", action="store_true", help="also compare HTTP stacks")
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+
+    import uvloop
+
+    from widedeep.datasets import census
+
+    _, test = census.load_census()
+    rows = test.slice(0, 1001).drop(["income_bracket"]).to_pylist()
+    context = {k: v for k, v in rows[0].items() if k not in ITEM_KEYS}
+    items = [{k: r[k] for k in ITEM_KEYS} for r in rows[1:]]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model) if args.model else census_export(Path(tmp))
+        predict = request("/v1/models/default:predict", {"instances": rows[:1]})
+        status = f"GET /v1/models/default HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+        rank = {k: request("/v1/models/default:rank",
+                           {"context": context, "candidates": items[:k], "k": 10})
+                for k in (100, 1000)}  # fmt: skip
+        results = []
+
+        def single(proc, port, data: bytes, name: str) -> None:
+            blocking_run(port, data, 200, 5)  # warm-up
+            cpu = server_cpu_seconds(proc)
+            times = blocking_run(port, data, args.requests, args.seconds)
+            results.append(summary(name, times, sum(times), 1, server_cpu_seconds(proc) - cpu))
+
+        proc, port = start_server(model, args.workers)
+        try:
+            single(proc, port, predict, "predict-1, 1 client")
+            for k in (100, 1000):
+                uvloop.run(concurrent_run(port, rank[k], args.clients, 200, 5))  # warm-up
+                cpu = server_cpu_seconds(proc)
+                times, wall, pids = uvloop.run(
+                    concurrent_run(port, rank[k], args.clients, args.requests, args.seconds)
+                )
+                cpu = server_cpu_seconds(proc) - cpu
+                results.append(summary(f"rank-{k}, {args.clients} clients", times, wall, k, cpu))
+                results[-1]["connections_per_worker"] = sorted(pids.count(p) for p in set(pids))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        if args.stacks:  # the HTTP stack alone (no model work), and the slower pure-Python one
+            for http, loop in (("httptools", "uvloop"), ("h11", "asyncio")):
+                proc, port = start_server(model, 1, http, loop)
+                try:
+                    single(proc, port, status, f"status, {http}+{loop}")
+                    single(proc, port, predict, f"predict-1, {http}+{loop}")
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+
+    print(f"widedeep serve, census model, {args.workers} workers, loopback, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"{'run':<28}{'requests':>9}{'p50 ms':>8}{'p99 ms':>8}{'req/s':>8}{'scores/s':>10}"
+          f"{'server CPU ms/req':>19}{'scores/CPU-s':>14}  connections/worker")  # fmt: skip
+    for r in results:
+        print(f"{r['run']:<28}{r['requests']:>9}{r['p50_ms']:>8.3f}{r['p99_ms']:>8.3f}"
+              f"{r['requests_per_s']:>8.0f}{r['scores_per_s']:>10,.0f}"
+              f"{r['server_cpu_ms_per_request']:>19.3f}"
+              f"{r['scores_per_server_cpu_s'] or 0:>14,.0f}  "
+              f"{r.get('connections_per_worker', '')}")  # fmt: skip
+    if args.out:
+        Path(args.out).write_text(json.dumps(
+            {"workers": args.workers, "results": results,
+             "load_average": os.getloadavg()[0]}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
