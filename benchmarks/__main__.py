@@ -55,6 +55,8 @@ def run_suite(module: str, quick: bool) -> dict[str, Any]:
         if e.name == qualified:
             return {"skipped": f"benchmarks/{module}.py is not present"}
         return {"skipped": f"needs the package {e.name!r}, which is not installed"}
+    if not callable(getattr(mod, "run", None)):
+        return {"skipped": f"benchmarks/{module}.py has no run(quick) yet (benchmarks/README.md)"}
     t0 = time.perf_counter()
     try:
         result = mod.run(quick=quick)
