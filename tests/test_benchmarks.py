@@ -89,8 +89,8 @@ def test_floor_is_the_same_model_as_widedeep():
         for mine, their in zip(linears[1:], theirs, strict=True):
             mine.weight.copy_(their.weight)
             mine.bias.copy_(their.bias)
-        wide_ids, emb_ids, x, _ = bench_train.floor_tensors(batch, config)
-        torch.testing.assert_close(floor(wide_ids, emb_ids, x), model(batch))
+        *inputs, _ = bench_train.floor_tensors(batch)
+        torch.testing.assert_close(floor(*inputs), model(batch))
 
 
 def test_tf_input_is_cleaned_as_the_example_did(tmp_path):

@@ -309,8 +309,9 @@ def train(
                     loss = training_loss(
                         logits, batch.label, batch.weight, head, config.loss_reduction
                     )
-                    for opt in opts:
-                        opt.zero_grad(set_to_none=True)
+                    # one pass over the model's parameters (all the optimizers hold) instead
+                    # of one zero_grad per optimizer, each with its own profiler hooks
+                    model.zero_grad(set_to_none=True)
                     loss.backward()
                     for opt in opts:
                         opt.step()
