@@ -133,7 +133,7 @@ def test_numeric_raw_standard_log_and_quantile_by_hand():
     data = {"a": x, "b": x, "c": [-3.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 9.0], "d": x}
     spec = FeatureSpec((), cols).fit(data)
     # quantiles of 1..8 at 1/4, 2/4, 3/4 (linear interpolation): 2.75, 4.5, 6.25
-    assert spec.state_["numeric:d"]["boundaries"] == [[2.75, 4.5, 6.25]]
+    assert spec.state_["numeric:d:quantile4"]["boundaries"] == [[2.75, 4.5, 6.25]]
     test = {"a": [1.0, 2.0], "b": [1.0, 4.5], "c": [-3.0, 9.0], "d": [2.0, 4.5]}
     dense = spec.transform(test).dense
     mean, std = 4.5, math.sqrt(sum((v - 4.5) ** 2 for v in x) / 8)
@@ -433,3 +433,14 @@ def test_missing_or_empty_categorical_gets_no_id_everywhere():
     assert batch.wide_ids.abs().sum() == 0 and batch.indicator_ids.abs().sum() == 0
     assert batch.embed_ids[0].abs().sum() == 0
     assert np.array_equal(spec.transform({"k": ""}).wide_ids.numpy(), [[0, 0]])
+
+
+def test_one_feature_with_two_normalisers_keeps_both_states():
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    standard = fc.numeric_column("x", normalizer="standard")
+    quantile = fc.numeric_column("x", normalizer="quantile", num_quantiles=4)
+    spec = FeatureSpec(deep_columns=[standard, quantile]).fit({"x": values})
+    dense = spec.transform({"x": [4.5]}).dense.numpy()[0]
+    mean, std = 4.5, float(np.std(values))
+    # 4.5 equals the 2nd quantile boundary of 1..8 (2.75, 4.5, 6.25): the 3rd quantile -> 2/3
+    np.testing.assert_allclose(dense, [(4.5 - mean) / std, 2 / 3], rtol=1e-6)

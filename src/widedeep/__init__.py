@@ -25,6 +25,7 @@ _EXPORTS = {
     "DNNRegressor": "estimator",
     "load": "predict",
     "Predictor": "predict",
+    "load_preset": "presets",
 }
 
 

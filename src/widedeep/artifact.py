@@ -152,9 +152,21 @@ def resolve(path: str | Path) -> Path:
     if pointer.exists():
         try:
             name = json.loads(pointer.read_text())["latest"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            name = None
+        if not isinstance(name, str) or not name.startswith("ckpt-") or "/" in name:
             raise ModelFileError(f"{pointer} is damaged; delete it to fall back") from None
-        return path / name
+        if (path / name / "manifest.json").exists():
+            return path / name
+        # killed between moving an old copy aside and renaming the new one in: the newest
+        # complete checkpoint is as good (training resumes from it to the same result)
+        complete = _complete_checkpoints(path)
+        if complete:
+            return complete[-1]
+        raise ModelFileError(
+            f"{pointer} names {name}, which is missing, and no other complete checkpoint "
+            f"is left in {path}; pass --clean to start over"
+        )
     exports = sorted(p for p in path.iterdir() if p.is_dir() and (p / "manifest.json").exists())
     if exports:  # an export base directory: the newest export
         return exports[-1]
@@ -173,13 +185,26 @@ def verify(path: Path) -> dict[str, Any]:
             "(a widedeep model is JSON + safetensors only)"
         )
     manifest = _read_json(path / "manifest.json")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ModelFileError(
+            f"{path / 'manifest.json'} is not a widedeep manifest (no 'files' table); the model "
+            "directory is damaged: restore it from a good copy or retrain"
+        )
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model format version {version!r} is newer than this widedeep "
             f"({__version__}, format {FORMAT_VERSION}) can read; upgrade widedeep"
         )
-    for name, digest in manifest.get("files", {}).items():
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path / 'manifest.json'}: unknown model format version {version!r} (this widedeep "
+            f"reads format {FORMAT_VERSION}); the directory was not written by widedeep or is "
+            "damaged"
+        )
+    for name, digest in manifest["files"].items():
+        if not isinstance(name, str) or Path(name).name != name or name == "manifest.json":
+            raise ModelFileError(f"{path / 'manifest.json'} lists a bad file name {name!r}")
         file = path / name
         if not file.exists():
             raise ModelFileError(f"{path}: {name} is missing; the model directory is incomplete")
@@ -219,14 +244,14 @@ def read_model_dir(path: str | Path) -> tuple[FeatureSpec, WideDeep, dict[str, A
         model = WideDeep(ModelConfig(**config["model"]))
     except ModelFileError:
         raise
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, OverflowError) as e:
         raise ModelFileError(
             f"{path}: spec.json or config.json does not describe a model ({e})"
         ) from None
     state = read_tensors(path / "model.safetensors")
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         raise ModelFileError(f"{path}/model.safetensors does not match config.json: {e}") from None
     model.eval()
     return spec, model, config, path
@@ -265,16 +290,28 @@ def write_checkpoint(model_dir: Path, name: str, **kwargs: Any) -> Path:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     target = model_dir / name
-    if target.exists():
-        shutil.rmtree(target)
+    if target.exists():  # the same step again (e.g. interrupted right after resuming)
+        # moved aside, not deleted, until its replacement is complete: it may be the one
+        # checkpoint.json names (resolve falls back to the newest complete one meanwhile)
+        aside = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{name}.old.", suffix=".tmp"))
+        os.replace(target, aside / name)
     write_model_dir(target, **kwargs)
     write_json(model_dir / POINTER, {"latest": name})
-    checkpoints = sorted(p for p in model_dir.glob("ckpt-*") if p.is_dir())
-    for old in checkpoints[:-KEEP_CHECKPOINTS]:
+    checkpoints = [p for p in _complete_checkpoints(model_dir) if p.name != name]
+    for old in checkpoints[: max(0, len(checkpoints) - KEEP_CHECKPOINTS + 1)]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in model_dir.glob(".ckpt-*.tmp"):  # left by a process killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
+    # temporary files and directories left by a process killed mid-write
+    for stale in [*model_dir.glob(".ckpt-*.tmp"), *model_dir.glob(f".{POINTER}.*.tmp")]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     return target
+
+
+def _complete_checkpoints(model_dir: Path) -> list[Path]:
+    """Checkpoint directories with a manifest, oldest first (a manifest is written last)."""
+    return sorted(p for p in Path(model_dir).glob("ckpt-*") if (p / "manifest.json").is_file())
 
 
 def latest_checkpoint(model_dir: Path) -> Path | None:

@@ -9,6 +9,7 @@ with status 2; an interrupted run exits with 130 after checkpointing.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count (0 or more), got {text!r}")
+    return value
+
+
 def _hidden_units(text: str) -> list[int]:
     try:
         units = [int(u) for u in text.replace(" ", "").split(",") if u]
@@ -56,6 +67,13 @@ def _hidden_units(text: str) -> list[int]:
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
+    _flag(
+        p,
+        "preset",
+        default="reference",
+        help="training recipe: reference (TensorFlow's census run, the default), best, or a "
+        "preset file (.yaml); other flags override its settings",
+    )
     data = p.add_argument_group("data")
     _flag(data, "dataset", default="census", choices=["census"], help="built-in data set")
     _flag(
@@ -63,8 +81,35 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     _flag(data, "download", action="store_true", help="download the data set into --data_dir first")
     _flag(data, "spec", help="feature spec file (YAML/JSON) for your own data")
-    _flag(data, "train", help="training data file (CSV, Parquet or JSON lines)")
-    _flag(data, "eval", help="evaluation data file")
+    _flag(
+        data,
+        "train",
+        help="training data: a file (CSV, Parquet or JSON lines), a directory or a glob of shards",
+    )
+    _flag(data, "eval", help="evaluation data (file, directory or glob)")
+    _flag(data, "encoding", default="utf-8", help="text encoding of CSV files (e.g. latin-1)")
+    _flag(
+        data,
+        "skip_bad_rows",
+        action="store_true",
+        help="skip rows that cannot be used (and count them) instead of stopping at the first",
+    )
+    _flag(
+        data,
+        "max_bad_rows",
+        type=_count,
+        default=None,
+        help="skip up to N bad rows, stop past that (implies --skip_bad_rows)",
+    )
+    _flag(
+        data,
+        "stream",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="stream --train/--eval from disk (auto: when the files exceed 1 GiB)",
+    )
+    _flag(data, "shuffle_buffer", type=_positive_int, default=100_000, help="rows (streaming)")
+    _flag(data, "loader_workers", type=int, default=0, help="encoding processes (0: a thread)")
 
     model = p.add_argument_group("model")
     _flag(model, "model_type", default="wide_deep", choices=["wide", "deep", "wide_deep"])
@@ -105,6 +150,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch threads (default: 1 below batch 1024, else all cores)",
     )
+    _flag(loop, "device", default="cpu", help="cpu, cuda, cuda:N or auto")
     _flag(loop, "quiet", action="store_true", help="no progress bar or per-evaluation lines")
 
     opt = p.add_argument_group("optimizers")
@@ -129,6 +175,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .model import ModelConfig
     from .train import TrainConfig, train
 
@@ -137,10 +184,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(
         args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
     )
-    spec, train_table, eval_table, source = _load_data(args)
+    ctx = distributed.init_from_env(args.device)  # torchrun: join the process group
+    if not ctx.is_main:
+        args.quiet = True
+    from .badrows import BadRows
+
+    bad_rows = BadRows("skip" if args.skip_bad_rows else "error", args.max_bad_rows)
+    spec, train_table, eval_table, source = _load_data(args, bad_rows)
     model_dir = Path(args.model_dir)
-    if args.clean and model_dir.exists():
+    if args.clean and model_dir.exists() and ctx.is_main:
         _clean(model_dir)
+    distributed.barrier(ctx)
     config = TrainConfig(
         train_epochs=args.train_epochs,
         epochs_between_evals=args.epochs_between_evals,
@@ -157,9 +211,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         loss_reduction=args.loss_reduction,
     )
     t0 = time.perf_counter()
-    spec.fit(train_table)
-    train_batch = spec.transform(train_table, label=True)
-    eval_batch = spec.transform(eval_table, label=True) if eval_table is not None else None
+    if isinstance(train_table, str):  # files: in memory or streamed (widedeep.stream)
+        from .stream import prepare
+
+        stream = {"auto": None, "on": True, "off": False}[args.stream]
+        train_batch, eval_batch = prepare(
+            spec, train_table, eval_table, batch_size=args.batch_size, seed=args.seed,
+            stream=stream, shuffle_buffer=args.shuffle_buffer, workers=args.loader_workers,
+            log=(lambda _: None) if args.quiet else print, bad_rows=bad_rows,
+            encoding=args.encoding,
+        )  # fmt: skip
+    else:
+        spec.fit(train_table)
+        train_batch = spec.transform(train_table, label=True)
+        eval_batch = spec.transform(eval_table, label=True) if eval_table is not None else None
     model_config = ModelConfig.from_spec(
         spec,
         model_type=args.model_type,
@@ -174,10 +239,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .warm_start import warm_start_from
 
         init_model = warm_start_from(args.warm_start_from, spec, log=say)
+    if bad_rows.ignored_columns:
+        say(f"ignoring column(s) the spec does not read: {', '.join(bad_rows.ignored_columns)}")
+    if bad_rows.total:
+        say(f"{bad_rows.summary()} (the first of each: {bad_rows.examples})")
     say(
         f"widedeep {__version__}: {model_config.model_type} on {source}: "
-        f"{len(train_batch):,} train / {len(eval_batch) if eval_batch else 0:,} eval rows, "
-        f"encoded in {time.perf_counter() - t0:.2f}s; model_dir {model_dir}"
+        f"{_rows(train_batch)} train / {_rows(eval_batch)} eval rows, "
+        f"{'streamed' if hasattr(train_batch, 'epoch') else 'encoded'} "
+        f"in {time.perf_counter() - t0:.2f}s; model_dir {model_dir}"
+        + (f"; {ctx.world} processes" if ctx.distributed else "")
     )
     result = train(
         spec,
@@ -189,15 +260,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         log=say,
         init_model=init_model,
-        settings=_data_settings(args, source),
+        settings={**_data_settings(args, source), "preset": args.preset},
+        run_info={"bad_rows": bad_rows.to_dict()} if bad_rows.skip else None,
     )
     elapsed = time.perf_counter() - t0
+    if not ctx.is_main:  # rank 0 alone exports and reports
+        return 0
     if args.export_dir:
         path = export(result.checkpoint, args.export_dir)
         say(f"exported to {path}")
     _print_table(result.metrics)
+    if bad_rows.skip:
+        print(bad_rows.summary())
     print(f"done in {elapsed:.1f}s; model in {result.checkpoint or model_dir}")
     return 0
+
+
+def _rows(data: Any) -> str:
+    if data is None:
+        return "0"
+    n = getattr(data, "num_rows", None) if hasattr(data, "epoch") else len(data)
+    return "?" if n is None else f"{n:,}"
 
 
 def _port(text: str) -> int:
@@ -272,26 +355,33 @@ def _data_settings(args: argparse.Namespace, source: str) -> dict[str, Any]:
     return {"source": source, "dataset": args.dataset, "data_dir": data_dir}
 
 
-def _load_data(args: argparse.Namespace):
-    """(unfitted spec, train table, eval table, description) for the chosen data."""
+def _load_data(args: argparse.Namespace, bad_rows):
+    """(unfitted spec, train table, eval table, description) for the chosen data.
+
+    Rows that cannot be encoded stop the run or are skipped, as ``bad_rows`` says.
+    """
+    from .presets import load_preset
+
+    preset = load_preset(args.preset)
     if args.spec or args.train:
         if not (args.spec and args.train):
             raise UsageError("--spec and --train go together (--eval is optional)")
-        from .io import read_table
         from .spec_file import load_spec_file
 
         spec = load_spec_file(args.spec)
-        train_table = read_table(args.train)
-        eval_table = read_table(args.eval) if args.eval else None
-        return spec, train_table, eval_table, args.train
+        return spec, args.train, args.eval, args.train  # read by widedeep.stream.prepare
     from .datasets import census
 
     if args.download:
         if not args.data_dir:
             raise UsageError("--download needs --data_dir DIR to download into")
         census.download_census(args.data_dir)
-    train_table, eval_table = census.load_census(args.data_dir)
-    return census.census_spec(), train_table, eval_table, "census (UCI Adult)"
+    train_table, eval_table = census.load_census(args.data_dir, bad_rows=bad_rows)
+    if preset.dataset not in (None, "census"):
+        raise UsageError(
+            f"preset {preset.name!r} is made for the {preset.dataset!r} data set, not census"
+        )
+    return preset.feature_spec(), train_table, eval_table, "census (UCI Adult)"
 
 
 def _clean(model_dir: Path) -> None:
@@ -318,6 +408,23 @@ def _print_table(metrics: dict[str, Any], title: str = "final evaluation") -> No
         print(f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    import json
+
+    from .datasets import synth
+
+    summary = synth.write(
+        args.out,
+        args.rows,
+        eval_rows=args.eval_rows,
+        rows_per_shard=args.rows_per_shard,
+        seed=args.seed,
+        cross_buckets=args.cross_buckets,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 # --------------------------------------------------------------------------- using a saved model
 
 
@@ -328,7 +435,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load
 
     predictor = load(args.model)
-    table = read_table(args.input)
+    # rows the model cannot score stop with file:line (skipping would misalign the output)
+    table = read_table(args.input, spec=predictor.spec, label=False)
     if args.id_column and args.id_column not in table.column_names:
         raise UsageError(
             f"--id_column {args.id_column!r} is not a column of {args.input}; it has "
@@ -367,7 +475,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .release import default_eval_data
 
     predictor = load(args.model)
-    data = read_table(args.data) if args.data else default_eval_data(predictor)
+    data = read_table(args.data, spec=predictor.spec) if args.data else default_eval_data(predictor)
     _print_table(predictor.evaluate(data), f"evaluation of {predictor.path}")
     return 0
 
@@ -392,13 +500,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The parser; ``train_defaults`` (a preset's settings) replace the train flags' defaults."""
     parser = argparse.ArgumentParser(prog="widedeep", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"widedeep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model (default: the census reference run)")
     add_train_flags(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **(train_defaults or {}))
+    ds = sub.add_parser("datasets", help="write data sets (synth: synthetic CTR data for scale)")
+    datasets = ds.add_subparsers(dest="dataset_command", required=True)
+    s = datasets.add_parser("synth", help="synthetic click-through Parquet shards + spec")
+    _flag(s, "rows", type=_positive_int, required=True, help="training rows")
+    _flag(s, "eval_rows", type=_positive_int, default=None, help="default rows/10")
+    _flag(s, "out", required=True, help="output directory (train/, eval/, spec.yaml)")
+    _flag(s, "rows_per_shard", type=_positive_int, default=1_000_000)
+    _flag(s, "cross_buckets", type=_positive_int, default=1_000_000, help="hash size per cross")
+    _flag(s, "seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("predict", help="score the rows of a file with a saved model")
     _flag(p, "model", required=True, help="model_dir, export directory or export base")
@@ -433,19 +552,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _preset_defaults(argv: list[str] | None) -> dict[str, Any]:
+    """The settings of the preset named by ``--preset`` (if any), as flag defaults, so that
+    flags given explicitly still override them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(argv)
+    if not known.preset:
+        return {}
+    from .presets import load_preset
+
+    preset = load_preset(known.preset)
+    return {**preset.model, **preset.train}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .artifact import ModelFileError
     from .feature_column import FeatureColumnError
+    from .presets import PresetError
     from .release import ReleaseRefused
     from .train import TrainingInterrupted
     from .transform import DataError
 
-    parser = build_parser()
+    try:
+        parser = build_parser(_preset_defaults(argv))
+    except PresetError as e:
+        print(f"widedeep: error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except TrainingInterrupted as e:
-        print(f"widedeep: {e}", file=sys.stderr)
+        again = shlex.join(["widedeep", *(sys.argv[1:] if argv is None else argv)])
+        print(f"widedeep: {e}: {again}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("widedeep: interrupted", file=sys.stderr)
@@ -455,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (
         UsageError,
+        PresetError,
         DataError,
         FeatureColumnError,
         ModelFileError,

@@ -48,10 +48,10 @@ class GateResult:
 def default_eval_data(predictor: Predictor) -> pa.Table:
     """The evaluation data the model was trained with, as its settings record it."""
     settings = predictor.config.get("settings", {})
-    if settings.get("eval"):
-        from .io import read_table
+    if settings.get("eval"):  # a file, a directory or a glob of shards
+        from .stream import read_all
 
-        return read_table(settings["eval"])
+        return read_all(settings["eval"])
     if settings.get("dataset") == "census" or str(settings.get("source", "")).startswith("census"):
         from .datasets.census import load_census
 

@@ -3,7 +3,8 @@
 As TensorFlow's ``wide_deep_run_loop``: train ``epochs_between_evals`` epochs,
 evaluate, log the reference metrics, repeat for ``train_epochs``; stop early
 once accuracy reaches ``stop_threshold``.  Unlike it: a checkpoint is written
-atomically after every evaluation (and on Ctrl-C / SIGTERM), a ``model_dir``
+atomically after every evaluation (every ``epochs_between_evals`` epochs even
+without evaluation data, and on Ctrl-C / SIGTERM), a ``model_dir``
 that holds one resumes exactly where it stopped (same optimizer state, same
 data order), and one JSON line per evaluation goes to ``metrics.jsonl``.
 
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from . import artifact, optim
+from . import artifact, distributed, optim
 from .batch import Batch
 from .heads import evaluation_metrics, training_loss
 from .model import ModelConfig, WideDeep
@@ -102,28 +103,48 @@ class Source(Protocol):
 
 
 class InMemory:
-    """Encoded rows in memory, reshuffled every epoch from ``seed`` (the fast path)."""
+    """Encoded rows in memory, reshuffled every epoch from ``seed`` (the fast path).
 
-    def __init__(self, data: Batch, batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
+    In a distributed run (``world`` > 1) every rank draws the same permutation and
+    takes its share of each global batch of ``batch_size * world`` rows, so the
+    ranks together see exactly the batches one process would at the global size.
+    """
+
+    def __init__(
+        self,
+        data: Batch,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
+        self.rank, self.world = rank, world
 
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        return math.ceil(len(self.data) / (self.batch_size * self.world))
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         data = self.data
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             data = data.index(torch.randperm(len(data), generator=g))  # one gather per epoch
-        for start in range(skip * self.batch_size, len(data), self.batch_size):
-            yield data.index(slice(start, start + self.batch_size))  # views: no copy
+        step = self.batch_size * self.world
+        for start in range(skip * step, len(data), step):
+            n = min(step, len(data) - start)
+            lo, hi = n * self.rank // self.world, n * (self.rank + 1) // self.world
+            yield data.index(slice(start + lo, start + hi))  # views: no copy
 
 
 def as_source(data: Batch | Source, batch_size: int, seed: int, shuffle: bool = True) -> Source:
-    return InMemory(data, batch_size, seed, shuffle) if isinstance(data, Batch) else data
+    if not isinstance(data, Batch):
+        return data
+    ctx = distributed.current()
+    return InMemory(data, batch_size, seed, shuffle, ctx.rank, ctx.world)
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -199,12 +220,48 @@ def predict_logits(model: WideDeep, data: Batch | Source) -> tuple[torch.Tensor,
 
 
 def evaluate(model: WideDeep, data: Batch | Source, head: str, batch_size: int | None) -> dict:
-    """The reference metrics over all rows of ``data`` (exact, not averaged per batch)."""
-    logits, streamed = predict_logits(model, data)
-    rows = streamed if streamed is not None else data
-    if rows.label is None:
+    """The reference metrics over all rows of ``data`` (exact, not averaged per batch).
+
+    In a distributed run each rank scores its share (its rows of an in-memory
+    batch, its files of a stream) and the logits and labels of all ranks are
+    gathered, so every rank computes the metrics over all rows.
+    """
+    ctx = distributed.current()
+    if isinstance(data, Batch):
+        data = data.index(ctx.shard(len(data)))
+        logits, _ = predict_logits(model, data.to(ctx.device))
+        label, weight = data.label, data.weight
+    else:
+        logits, label, weight = _stream_predictions(model, data, ctx.device)
+    if label is None:
         raise ValueError("evaluation data has no label column")
-    return evaluation_metrics(logits, rows.label, rows.weight, head, batch_size)
+    if ctx.distributed:
+        logits = distributed.gather_rows(logits.to(ctx.device), ctx)
+        label = distributed.gather_rows(label.to(ctx.device), ctx)
+        weight = None if weight is None else distributed.gather_rows(weight.to(ctx.device), ctx)
+    weight = None if weight is None else weight.cpu()
+    return evaluation_metrics(logits.cpu(), label.cpu(), weight, head, batch_size)
+
+
+@torch.no_grad()
+def _stream_predictions(model: WideDeep, source: Source, device: str):
+    """Logits, labels and weights of a streamed source; only those are kept in memory."""
+    was_training = model.training
+    model.eval()
+    logits, labels, weights = [], [], []
+    try:
+        for batch in source.epoch(0):
+            logits.append(model(batch.to(device) if device != "cpu" else batch).cpu())
+            labels.append(batch.label)
+            weights.append(batch.weight)
+    finally:
+        model.train(was_training)
+    if not logits:
+        return torch.zeros(0, model.config.n_outputs), torch.zeros(0), None
+    if any(lab is None for lab in labels):
+        return torch.cat(logits), None, None
+    weight = None if weights[0] is None else torch.cat(weights)
+    return torch.cat(logits), torch.cat(labels), weight
 
 
 # --------------------------------------------------------------------------- the loop
@@ -241,12 +298,23 @@ def train(
     log: Callable[[str], None] = print,
     init_model: Callable[[WideDeep], None] | None = None,
     settings: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train a Wide & Deep model jointly; resume from ``model_dir`` if it holds a checkpoint."""
+    """Train a Wide & Deep model jointly; resume from ``model_dir`` if it holds a checkpoint.
+
+    ``run_info`` (JSON-able, e.g. the bad-row tally) is added to every metrics.jsonl line.
+    Under torchrun (:func:`widedeep.distributed.init_from_env` called first) every
+    rank runs this same function: the model trains under DDP, rank 0 alone logs
+    and writes checkpoints.
+    """
+    ctx = distributed.current()
+    if not ctx.is_main:
+        quiet, log = True, (lambda _: None)
     torch.manual_seed(config.seed)
     model = WideDeep(model_config)
     if init_model is not None:  # warm start, before optimizer state exists
         init_model(model)
+    model.to(ctx.device)
     optimizers = make_optimizers(model, len(spec.wide_columns), config)
     head = spec.label.head if spec.label else "binary"
     state = TrainState()
@@ -257,12 +325,17 @@ def train(
     if checkpoint is not None:
         state = _restore(checkpoint, spec, model, optimizers)
         log(f"resuming from {checkpoint} (epoch {state.epoch}, step {state.global_step})")
+        # a kill between a checkpoint and its log line (or mid-line) must not leave the log
+        # disagreeing with the checkpoint: the checkpoint's history is the truth
+        if ctx.is_main:
+            lines = "".join(json.dumps({**m, **(run_info or {})}) + "\n" for m in state.history)
+            artifact.atomic_write(model_dir / "metrics.jsonl", lines.encode())
 
     source = as_source(train_data, config.batch_size, config.seed)
     eval_source = eval_data
 
     def save() -> Path | None:
-        if model_dir is None:
+        if model_dir is None or not ctx.is_main:
             return None
         extra_tensors, meta = {}, {}
         for name, opt in optimizers.items():
@@ -281,6 +354,8 @@ def train(
         )
 
     model.train()
+    trainee = distributed.wrap(model, ctx)  # DDP in a distributed run, else the model
+    scale = distributed.loss_scale(ctx, config.loss_reduction)
     opts = list(optimizers.values())
     metrics: dict[str, Any] = state.history[-1] if state.history else {}
     steps_per_epoch = source.batches_per_epoch()
@@ -303,16 +378,20 @@ def train(
                     unit="ex",
                     unit_scale=True,
                 )
-                running = torch.zeros(())
-                for batch in source.epoch(epoch, skip=state.step_in_epoch):
-                    logits = model(batch)
+                running = torch.zeros((), device=ctx.device)
+                batches = source.epoch(epoch, skip=state.step_in_epoch)
+                for batch in distributed.in_lockstep(batches, ctx):
+                    if ctx.device != "cpu":
+                        batch = batch.to(ctx.device)
+                    logits = trainee(batch)
                     loss = training_loss(
                         logits, batch.label, batch.weight, head, config.loss_reduction
                     )
                     # one pass over the model's parameters (all the optimizers hold) instead
                     # of one zero_grad per optimizer, each with its own profiler hooks
                     model.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss * scale if ctx.distributed else loss).backward()
+                    distributed.sync_sparse_grads(model, ctx)
                     for opt in opts:
                         opt.step()
                     state.step_in_epoch += 1
@@ -350,19 +429,27 @@ def train(
                     log(_format_eval(metrics))
                     if model_dir is not None:
                         save()
-                        with open(model_dir / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps(metrics) + "\n")
-                elif done and model_dir is not None:
+                        if ctx.is_main:
+                            with open(model_dir / "metrics.jsonl", "a") as f:
+                                f.write(json.dumps({**metrics, **(run_info or {})}) + "\n")
+                        distributed.barrier(ctx)  # rank 0's checkpoint exists for everyone
+                elif model_dir is not None and (
+                    state.epoch % config.epochs_between_evals == 0 or done
+                ):  # no evaluation data: still checkpoint as often, or a kill -9 loses it all
                     save()
+                    distributed.barrier(ctx)
                 if reached:
                     break
     except KeyboardInterrupt:
         path = save()
         where = f" to {path}" if path else ""
         raise TrainingInterrupted(
-            f"interrupted at epoch {state.epoch + 1}, step {state.global_step}; checkpoint "
-            f"written{where}. Run the same command again to resume"
-            + ("" if model_dir else " (no model_dir was given, so nothing was saved)")
+            f"interrupted at epoch {state.epoch + 1}, step {state.global_step}; "
+            + (
+                f"checkpoint written{where}; to resume, run the same command again"
+                if model_dir
+                else "no model_dir was given, so nothing was saved"
+            )
         ) from None
     model.eval()
     return TrainResult(
@@ -378,13 +465,20 @@ def _restore(checkpoint: Path, spec: FeatureSpec, model: WideDeep, optimizers: d
             "or shapes); pass --clean to start over or choose another --model_dir"
         )
     model.load_state_dict(saved_model.state_dict())
-    trainer = json.loads((checkpoint / "trainer.json").read_text())
+    trainer = artifact._read_json(checkpoint / "trainer.json")
     tensors = artifact.read_tensors(checkpoint / "optimizer.safetensors")
-    for name, opt in optimizers.items():
-        artifact.load_optimizer(opt, name, tensors, trainer["optimizers"][name])
-    torch.set_rng_state(tensors["rng"])
-    trainer.pop("optimizers")
-    return TrainState(**trainer)
+    try:
+        for name, opt in optimizers.items():
+            artifact.load_optimizer(opt, name, tensors, trainer["optimizers"][name])
+        torch.set_rng_state(tensors["rng"])
+        trainer.pop("optimizers")
+        return TrainState(**trainer)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise artifact.ModelFileError(
+            f"{checkpoint}: trainer.json or optimizer.safetensors does not hold this run's "
+            f"training state ({type(e).__name__}: {e}); delete that checkpoint directory to "
+            "resume from the one before, or pass --clean to start over"
+        ) from None
 
 
 @contextmanager

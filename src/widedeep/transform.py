@@ -413,9 +413,13 @@ class FeatureSpec:
                     "Label(key, classes=['no', 'yes'])"
                 )
             return values.astype(np.float32)
-        ids = pc.index_in(_strings(arr), value_set=pa.array(list(classes))).to_numpy(
-            zero_copy_only=False
-        )
+        try:
+            text = _strings(arr)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(
+                f"label column {label.key!r}: values are not class names ({e})"
+            ) from None
+        ids = pc.index_in(text, value_set=pa.array(list(classes))).to_numpy(zero_copy_only=False)
         bad = np.isnan(ids) if ids.dtype.kind == "f" else np.zeros(len(ids), bool)
         if bad.any():
             row = int(np.argmax(bad))
@@ -501,7 +505,14 @@ def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
 
 
 def _state_key(column: fc.FeatureColumn) -> str:
-    return f"{fc.to_dict(column)['type']}:{column.name}"
+    """Where a column's fitted state lives in ``state_``; numeric columns on one feature with
+    different normalisers (e.g. standard and quantile ``age``) each keep their own."""
+    key = f"{fc.to_dict(column)['type']}:{column.name}"
+    if isinstance(column, fc.NumericColumn) and column.normalizer == "quantile":
+        return f"{key}:quantile{column.num_quantiles}"
+    if isinstance(column, fc.NumericColumn) and column.normalizer == "standard":
+        return f"{key}:standard"
+    return key
 
 
 # --------------------------------------------------------------------------- encoding
@@ -670,7 +681,8 @@ def _strings(arr: pa.Array) -> pa.Array:
         values = arr.to_numpy(zero_copy_only=False)
         if np.isnan(values).any():  # NaN is a missing value, as in pandas
             arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
-        if np.all(np.isnan(values) | (values == np.floor(values))):
+        whole = (values == np.floor(values)) & (np.abs(values) < 2**63)  # fits in int64
+        if np.all(np.isnan(values) | whole):
             arr = pc.cast(arr, pa.int64())
     return pc.cast(arr, pa.string())
 
@@ -763,7 +775,8 @@ def _numeric(table: pa.Table, column: fc.NumericColumn, for_fit: bool = False) -
             f"got {arr.type}"
         )
     values = _to_float(arr, column.key, allow_null=True).reshape(-1, k)
-    bad = ~np.isfinite(values)
+    with np.errstate(over="ignore"):  # beyond float32 would be inf in the model
+        bad = ~np.isfinite(values.astype(np.float32))
     if bad.any():
         if for_fit:
             return values[~bad.any(axis=1)]

@@ -1,0 +1,314 @@
+"""Scale benchmarks: streaming vs in-memory, huge sparse wide tables, 2 processes vs 1.
+
+    python benchmarks/bench_scale.py stream --rows 2000000 --data /tmp/synth
+    python benchmarks/bench_scale.py wide --buckets 10000 100000000
+    python benchmarks/bench_scale.py ddp --batch-size 4096
+    python benchmarks/bench_scale.py models --rows 500000 --data /tmp/synth-500k
+
+``stream`` trains one epoch of the synthetic CTR data (``widedeep datasets
+synth``) in memory and streamed from its Parquet shards, each in a fresh
+process so that peak RSS is its own.  ``wide`` times FTRL steps of a sparse
+wide-only model at batch 1024 for several table sizes.  ``ddp`` times
+training steps of one process and of two gloo processes (DDP) at the same
+per-process batch.  Every run uses one torch thread per process.  Prints a
+table; ``--out FILE`` also writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------- stream
+
+
+def stream_worker(args: argparse.Namespace) -> dict:
+    """One epoch of training, in memory or streamed; run in its own process."""
+    from widedeep import stream
+    from widedeep.model import ModelConfig
+    from widedeep.spec_file import load_spec_file
+    from widedeep.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    spec = load_spec_file(Path(args.data) / "spec.yaml")
+    t0 = time.perf_counter()
+    data, _ = stream.prepare(
+        spec,
+        str(Path(args.data) / "train"),
+        None,
+        batch_size=args.batch_size,
+        stream=args.mode == "stream",
+        shuffle_buffer=args.shuffle_buffer,
+        workers=args.loader_workers,
+        log=lambda _: None,
+    )
+    prepare_s = time.perf_counter() - t0
+    config = ModelConfig.from_spec(spec, model_type="wide_deep", sparse_wide=True)
+    t1 = time.perf_counter()
+    result = train(
+        spec,
+        data,
+        None,
+        config,
+        TrainConfig(train_epochs=1, batch_size=args.batch_size),
+        None,
+        quiet=True,
+    )
+    train_s = time.perf_counter() - t1
+    rows = result.state.global_step and (len(data) if hasattr(data, "__len__") else data.num_rows)
+    return {
+        "mode": args.mode,
+        "rows": rows,
+        "prepare_s": round(prepare_s, 1),
+        "train_s": round(train_s, 1),
+        "train_examples_per_s": round(rows / train_s),
+        "end_to_end_examples_per_s": round(rows / (train_s + prepare_s)),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
+
+
+def bench_stream(args: argparse.Namespace) -> list[dict]:
+    data = Path(args.data)
+    if not (data / "spec.yaml").exists():
+        from widedeep.datasets import synth
+
+        synth.write(data, args.rows, eval_rows=1000, seed=0, log=lambda _: None)
+    out = []
+    for mode in ("memory", "stream"):
+        cmd = [sys.executable, __file__, "_stream", "--mode", mode, "--data", str(data)]
+        cmd += ["--batch-size", str(args.batch_size), "--shuffle-buffer", str(args.shuffle_buffer)]
+        cmd += ["--loader-workers", str(args.loader_workers)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(out[-1], flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- wide
+
+
+def bench_wide(args: argparse.Namespace) -> list[dict]:
+    """Examples/s of FTRL on a sparse wide table, per table size (same id stream)."""
+    from widedeep.hashing import mix64
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    steps, b, k = args.steps, args.batch_size, args.ids_per_row
+    # Zipf-like raw values over 10^9, hashed: the ids a hashed cross produces
+    raw = np.floor(np.power(1e9, rng.random((steps + 5, b, k)))).astype(np.uint64)
+    hashed = mix64(raw)
+    labels = torch.from_numpy((rng.random((steps + 5, b)) < 0.3).astype(np.float32))
+    out = []
+    for buckets in args.buckets:
+        ids = torch.from_numpy((hashed % np.uint64(buckets)).astype(np.int64) + 1)
+        dt = _time_ftrl(buckets, ids, labels, steps)
+        out.append(
+            {
+                "buckets": buckets,
+                "batch": b,
+                "ids_per_row": k,
+                "examples_per_s": round(steps * b / dt),
+                "ms_per_step": round(1000 * dt / steps, 2),
+                "peak_rss_mb": round(peak_rss_mb()),
+            }
+        )
+        print(out[-1], flush=True)
+    return out
+
+
+def _time_ftrl(buckets: int, ids: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
+    """Seconds for ``steps`` FTRL steps of a sparse wide model (after 5 warm-up steps)."""
+    from widedeep.batch import Batch
+    from widedeep.heads import training_loss
+    from widedeep.model import ModelConfig, WideDeep
+    from widedeep.optim import Ftrl
+
+    model = WideDeep(ModelConfig(model_type="wide", wide_dim=buckets, sparse_wide=True))
+    opt = Ftrl(model.wide_parameters(), lr=0.05)
+    empty = torch.zeros(ids.shape[1], 0)
+
+    def step(i: int) -> None:
+        batch = Batch(ids[i], None, [], [], empty.long(), None, empty, labels[i])
+        loss = training_loss(model(batch), batch.label, None, "binary", "sum")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for i in range(5):  # warm-up; the first step allocates FTRL's state
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(5, steps + 5):
+        step(i)
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- ddp
+
+
+def _ddp_worker(rank: int, world: int, port: int, args: argparse.Namespace, q) -> None:
+    from widedeep import distributed
+    from widedeep.datasets import synth
+    from widedeep.model import ModelConfig
+    from widedeep.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+        distributed.use(distributed.Context(rank, world))
+    table = synth.generate(args.batch_size * world * (args.steps + 3), seed=1)
+    spec = synth.synth_spec().fit(table)
+    batch = spec.transform(table)
+    del table
+    config = ModelConfig.from_spec(spec, model_type="wide_deep", sparse_wide=True)
+
+    warm = TrainConfig(train_epochs=1, batch_size=args.batch_size, max_steps=3)
+    train(spec, batch, None, config, warm, None, quiet=True)  # allocations, first-touch
+    if world > 1:
+        torch.distributed.barrier()
+    t0 = time.perf_counter()
+    timed = TrainConfig(train_epochs=1, batch_size=args.batch_size, max_steps=args.steps)
+    train(spec, batch, None, config, timed, None, quiet=True)
+    if world > 1:
+        torch.distributed.barrier()
+    dt = time.perf_counter() - t0
+    if rank == 0:
+        q.put(
+            {"processes": world, "examples_per_s": round(world * args.batch_size * args.steps / dt)}
+        )
+    if world > 1:
+        distributed.shutdown()
+
+
+def bench_ddp(args: argparse.Namespace) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = []
+    for world in (1, 2):
+        q = ctx.Queue()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [
+            ctx.Process(target=_ddp_worker, args=(r, world, port, args, q)) for r in range(world)
+        ]
+        for p in procs:
+            p.start()
+        result = q.get()
+        for p in procs:
+            p.join()
+        result["batch_per_process"] = args.batch_size
+        out.append(result)
+        print(result, flush=True)
+    out.append({"speedup_2_vs_1": round(out[1]["examples_per_s"] / out[0]["examples_per_s"], 2)})
+    print(out[-1])
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+def bench_models(args: argparse.Namespace) -> list[dict]:
+    """Eval AUC of wide, deep and wide & deep on the synthetic data (streamed)."""
+    from widedeep import stream
+    from widedeep.datasets import synth
+    from widedeep.model import ModelConfig
+    from widedeep.spec_file import load_spec_file
+    from widedeep.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    data = Path(args.data)
+    if not (data / "spec.yaml").exists():
+        synth.write(data, args.rows, seed=0, log=lambda _: None)
+    out = []
+    for model_type in ("wide", "deep", "wide_deep"):
+        spec = load_spec_file(data / "spec.yaml")
+        train_data, eval_data = stream.prepare(
+            spec, str(data / "train"), str(data / "eval"), batch_size=args.batch_size,
+            stream=True, log=lambda _: None,
+        )  # fmt: skip
+        config = ModelConfig.from_spec(spec, model_type=model_type, sparse_wide=True)
+        result = train(
+            spec,
+            train_data,
+            eval_data,
+            config,
+            # one pair of rates for all three: the canned defaults differ per model type
+            TrainConfig(train_epochs=args.epochs, epochs_between_evals=args.epochs,
+                        batch_size=args.batch_size, linear_learning_rate=args.linear_lr,
+                        dnn_learning_rate=args.dnn_lr),
+            None,
+            quiet=True,
+        )  # fmt: skip
+        m = result.metrics
+        out.append(
+            {
+                "model_type": model_type,
+                **{k: round(m[k], 4) for k in ("auc", "average_loss", "accuracy")},
+            }
+        )
+        print(out[-1], flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    for name in ("stream", "_stream"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", default="/tmp/widedeep-synth")
+        p.add_argument("--rows", type=int, default=2_000_000)
+        p.add_argument("--batch-size", type=int, default=1024)
+        p.add_argument("--shuffle-buffer", type=int, default=100_000)
+        p.add_argument("--loader-workers", type=int, default=0)
+        p.add_argument("--mode", default="memory")
+        p.add_argument("--out")
+    p = sub.add_parser("wide")
+    p.add_argument("--buckets", type=int, nargs="+", default=[10_000, 100_000_000])
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--ids-per-row", type=int, default=30)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--out")
+    p = sub.add_parser("models")
+    p.add_argument("--data", default="/tmp/widedeep-synth")
+    p.add_argument("--rows", type=int, default=500_000)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--linear-lr", type=float, default=0.1)
+    p.add_argument("--dnn-lr", type=float, default=0.05)
+    p.add_argument("--out")
+    p = sub.add_parser("ddp")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--out")
+    args = parser.parse_args()
+    if args.what == "_stream":
+        print(json.dumps(stream_worker(args)))
+        return
+    benches = {"stream": bench_stream, "wide": bench_wide, "ddp": bench_ddp, "models": bench_models}
+    results = benches[args.what](args)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
