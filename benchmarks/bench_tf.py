@@ -254,7 +254,9 @@ def compare(tf_run: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
         ],  # fmt: skip
         "note": "TensorFlow's figures come from results/tf.json (bench_tf.py in its own "
         "virtualenv, pinned to one core), measured apart from widedeep's; widedeep's whole "
-        "run includes starting Python and importing torch, TensorFlow's starts after import.",
+        "run includes starting Python and importing torch, TensorFlow's starts after import; "
+        "widedeep's reference preset standardises the deep numerics, TensorFlow's example "
+        "feeds them raw.",
     }
     check = {
         "what": "reference run vs TensorFlow's estimator (CPU seconds)",
