@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import feature_column as fc
-from .transform import DataError, FeatureSpec, _column, _strings
+from .columnar import DataError, _column, _strings
+from .transform import FeatureSpec
 
 POLICIES = ("error", "skip")
 TEXT_LIMIT = 120

@@ -75,7 +75,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "preset file (.yaml); other flags override its settings",
     )
     data = p.add_argument_group("data")
-    _flag(data, "dataset", default="census", choices=["census"], help="built-in data set")
+    _flag(data, "dataset", default="census", choices=["census", "movielens"], help="data set")
     _flag(
         data, "data_dir", help="read the data set from this directory instead of the bundled copy"
     )
@@ -135,7 +135,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(loop, "batch_size", type=_positive_int, default=40)
     _flag(loop, "stop_threshold", type=float, default=None)
     _flag(loop, "seed", type=int, default=0)
-    _flag(loop, "model_dir", default="census_model", help="checkpoints; resumed if present")
+    _flag(loop, "model_dir", help="checkpoints; resumed if present (default <dataset>_model)")
     _flag(loop, "export_dir", help="write a serving export under this directory")
     _flag(
         loop,
@@ -172,6 +172,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _flag(opt, "dnn_learning_rate", type=float, default=None)
     _flag(opt, "weight_decay", type=float, default=0.0)
     _flag(opt, "loss_reduction", default="sum", choices=["sum", "mean"])
+    add_movielens_flags(p)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -184,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(
         args.threads or (1 if args.batch_size < 1024 else torch.get_num_threads())
     )
+    if args.dataset == "movielens":
+        return cmd_train_movielens(args)
     ctx = distributed.init_from_env(args.device)  # torchrun: join the process group
     if not ctx.is_main:
         args.quiet = True
@@ -191,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     bad_rows = BadRows("skip" if args.skip_bad_rows else "error", args.max_bad_rows)
     spec, train_table, eval_table, source = _load_data(args, bad_rows)
-    model_dir = Path(args.model_dir)
+    model_dir = Path(args.model_dir or "census_model")
     if args.clean and model_dir.exists() and ctx.is_main:
         _clean(model_dir)
     distributed.barrier(ctx)
@@ -273,6 +276,96 @@ def cmd_train(args: argparse.Namespace) -> int:
     if bad_rows.skip:
         print(bad_rows.summary())
     print(f"done in {elapsed:.1f}s; model in {result.checkpoint or model_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------- movielens
+
+
+def add_movielens_flags(p: argparse.ArgumentParser) -> None:
+    rec = p.add_argument_group("movielens (--dataset movielens --data_dir DIR)")
+    _flag(rec, "task", default="ranking", choices=["rating", "ranking"])
+    _flag(rec, "negatives", type=int, default=4, help="sampled unrated movies per positive")
+    _flag(rec, "history_length", type=_positive_int, default=50, help="liked movies kept")
+    _flag(rec, "eval_split", default="test", choices=["test", "valid"], help="evaluate on")
+
+
+def cmd_train_movielens(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .datasets import movielens as ml
+    from .movielens_train import MovieLensSettings, train_movielens
+    from .train import TrainConfig
+
+    if args.spec or args.train:
+        raise UsageError("--dataset movielens reads --data_dir; --spec/--train are for own data")
+    if not args.data_dir:
+        raise UsageError("--dataset movielens needs --data_dir DIR (a local copy, or --download)")
+    model_dir = Path(args.model_dir or "movielens_model")
+    folder = ml.download_movielens(args.data_dir) if args.download else args.data_dir
+    if args.clean and model_dir.exists():
+        _clean(model_dir)
+    settings = MovieLensSettings(
+        task=args.task,
+        model_type=args.model_type,
+        hidden_units=args.hidden_units,
+        dropout=args.dropout,
+        negatives=args.negatives,
+        history_length=args.history_length,
+        split=args.eval_split,
+    )
+    names = [f.name for f in fields(TrainConfig) if hasattr(args, f.name)]  # same flag names
+    config = TrainConfig(**{name: getattr(args, name) for name in names})
+    say = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
+    t0 = time.perf_counter()
+    data = ml.load_movielens(folder)
+    say(f"widedeep {__version__}: {args.model_type} {args.task} on {data.name}; {model_dir}")
+    out = train_movielens(data, settings, config, model_dir, quiet=args.quiet, log=say)
+    if args.export_dir:
+        say(f"exported to {export(out.result.checkpoint, args.export_dir)}")
+    _print_table(out.metrics)
+    print(f"done in {time.perf_counter() - t0:.1f}s; model in {model_dir}")
+    return 0
+
+
+def add_recommend_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "model", required=True, help="model_dir of `widedeep train --dataset movielens`")
+    _flag(p, "user", type=int, required=True, help="user id")
+    p.add_argument("-k", "--k", dest="k", type=_positive_int, default=10, help="how many")
+    _flag(p, "candidates", help="file of candidate movie ids (one a line) instead of all movies")
+    _flag(p, "exclude_seen", action=argparse.BooleanOptionalAction, default=True,
+          help="leave out movies the user rated in training (default on)")  # fmt: skip
+    _flag(p, "data_dir", help="read the MovieLens files from here instead of the model's copy")
+    _flag(p, "json", action="store_true", help="one JSON object per line")
+    _flag(p, "threads", type=_positive_int, default=None, help="torch threads (default 1)")
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from .recommend import load_recommender
+
+    torch.set_num_threads(args.threads or 1)  # one user's candidates: threads only cost
+    candidates = None
+    if args.candidates:
+        try:
+            text = Path(args.candidates).read_text().split()
+            candidates = np.array([int(t) for t in text], dtype=np.int64)
+        except (OSError, ValueError) as e:
+            message = f"--candidates {args.candidates}: need movie ids, one a line ({e})"
+            raise UsageError(message) from None
+    recommender = load_recommender(args.model, args.data_dir)
+    table = recommender.recommend(args.user, args.k, candidates, args.exclude_seen)
+    if args.json:
+        for row in table.to_pylist():
+            print(json.dumps(row))
+        return 0
+    print(f"top {table.num_rows} for user {args.user}")
+    for r in table.to_pylist():
+        genres = "|".join(r["genres"] or [])
+        print(f"{r['rank']:>3}  {r['score']:.4f}  {r['movie_id']:>6}  {r['title']}  ({genres})")
     return 0
 
 
@@ -549,6 +642,10 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     p = sub.add_parser("serve", help="serve exports over HTTP (TensorFlow Serving's REST API)")
     add_serve_flags(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("recommend", help="top-K movies for a user from a MovieLens model")
+    add_recommend_flags(p)
+    p.set_defaults(func=cmd_recommend)
     return parser
 
 

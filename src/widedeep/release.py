@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,4 +131,14 @@ def export(
         metrics,
         extra_json={"release.json": asdict(result)} if result else None,
     )
+    _copy_recommend_data(Path(model_path), new.path, target)
     return target, result
+
+
+def _copy_recommend_data(model_path: Path, resolved: Path, target: Path) -> None:
+    """A recommender's item and user tables travel with its export."""
+    from .recommend import RECOMMEND_DIR, _find_recommend_dir
+
+    folder = _find_recommend_dir(model_path.resolve()) or _find_recommend_dir(resolved.resolve())
+    if folder is not None:
+        shutil.copytree(folder, target / RECOMMEND_DIR)

@@ -25,17 +25,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import feature_column as fc
-from .transform import (
+from .columnar import (
     DataError,
-    FeatureSpec,
     _column,
     _dictionary,
     _missing_mask,
     _numeric,
     _state_key,
     _strings,
-    as_table,
 )
+from .transform import FeatureSpec, as_table
 
 DEFAULT_EXACT_LIMIT = 1_000_000
 KLL_K = 1000

@@ -33,8 +33,9 @@ from torch import nn
 
 from . import artifact
 from . import feature_column as fc
+from .columnar import _state_key
 from .model import WideDeep
-from .transform import FeatureSpec, _state_key
+from .transform import FeatureSpec
 
 # how the ids of one column map between two specs: identity over the first n ids,
 # (new ids, old ids) pairs, or nothing in common

@@ -1,0 +1,475 @@
+"""MovieLens (GroupLens ml-100k and ml-1m): readers, download, the temporal split, features.
+
+The GroupLens licence forbids redistributing the data, so widedeep ships no
+MovieLens file: :func:`load_movielens` reads a user's local copy and
+:func:`download_movielens` fetches the official zip (checksum verified).
+
+Everything becomes three Arrow tables with the same columns for both formats:
+
+- ``ratings``: user_id, movie_id, rating, timestamp (int64);
+- ``movies``: movie_id, title, release_year (null if unknown), genres (list<string>);
+- ``users``: user_id, age, gender, occupation, zip_prefix (first two characters).
+
+The examples a model reads are ratings joined with both tables plus ``liked``:
+the movies the user rated >= 4 in *training* interactions strictly before the
+example's timestamp (the paper's "installed apps"), the input of the
+memorisation cross ``liked x movie_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/"
+# GroupLens publishes MD5 sums (ml-100k.zip.md5, ml-1m.zip.md5) next to its zips; those are the
+# pinned digests. A SHA-256 can be pinned too with download_movielens(..., sha256=...).
+CHECKSUMS: dict[str, tuple[str, str]] = {
+    "ml-100k": ("md5", "0e33842e24a9c977be4e0107933c0723"),
+    "ml-1m": ("md5", "c4d9eecfca2ab87c1945afe126590906"),
+}
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+ML1M_OCCUPATIONS = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+)  # fmt: skip
+LIKE_THRESHOLD = 4
+HISTORY_LENGTH = 50
+AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # the ml-1m age codes; ml-100k ages fall into them
+YEAR_BOUNDARIES = (1940, 1960, 1970, 1980, 1985, 1990, 1993, 1995, 1996, 1997, 1998)
+
+
+class MovieLensError(ValueError):
+    """A MovieLens file is missing or malformed; the message names it and the fix."""
+
+
+@dataclass
+class MovieLens:
+    """The three tables of one MovieLens release (``name``: "ml-100k" or "ml-1m")."""
+
+    ratings: pa.Table
+    movies: pa.Table
+    users: pa.Table
+    name: str
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read(path: Path, names: list[str], separator: str) -> pa.Table:
+    """A GroupLens file (Latin-1, no header, no quoting) as a table of strings."""
+    if not path.is_file():
+        raise MovieLensError(
+            f"MovieLens file {str(path)!r} not found; point --data_dir at the unzipped "
+            "ml-100k or ml-1m folder, or add --download to fetch it from GroupLens"
+        )
+    text = path.read_bytes().decode("latin-1")
+    if len(separator) > 1:  # ml-1m's "::": no field holds a tab, so it becomes one
+        text, separator = text.replace(separator, "\t"), "\t"
+    try:
+        return pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(delimiter=separator, quote_char=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as e:
+        raise MovieLensError(
+            f"{path}: not a MovieLens file of {len(names)} {separator!r}-separated fields "
+            f"({e}); re-download it (--download)"
+        ) from None
+
+
+def _ints(table: pa.Table, name: str, path: Path) -> pa.Array:
+    try:
+        return pc.cast(table.column(name), pa.int64())
+    except pa.ArrowInvalid as e:
+        raise MovieLensError(f"{path}: column {name!r} is not an integer ({e})") from None
+
+
+def _ratings(path: Path, separator: str) -> pa.Table:
+    raw = _read(path, ["user_id", "movie_id", "rating", "timestamp"], separator)
+    return pa.table({n: _ints(raw, n, path) for n in raw.column_names})
+
+
+def _year(strings: pa.Array, pattern: str) -> pa.Array:
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    # a value that does not match (no year) is null
+    years = pc.struct_field(pc.extract_regex(strings, pattern), [0])
+    return pc.cast(years, pa.int64())
+
+
+def read_ml100k(data_dir: str | os.PathLike[str]) -> MovieLens:
+    """``u.data`` (tab), ``u.item`` and ``u.user`` (``|``, Latin-1) of an ml-100k folder."""
+    data_dir = Path(data_dir)
+    ratings = _ratings(data_dir / "u.data", "\t")
+    item_path = data_dir / "u.item"
+    names = ["movie_id", "title", "release_date", "video_date", "url", *ML100K_GENRES]
+    items = _read(item_path, names, "|")
+    flags = np.stack(
+        [items.column(g).to_numpy(zero_copy_only=False) == "1" for g in ML100K_GENRES], axis=1
+    )
+    rows, which = np.nonzero(flags)  # row-major: each row's genres in the file's order
+    offsets = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(flags)))]
+    genres = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(np.asarray(ML100K_GENRES, dtype=object)[which])
+    )
+    movies = pa.table(
+        {
+            "movie_id": _ints(items, "movie_id", item_path),
+            "title": items.column("title"),
+            "release_year": _year(items.column("release_date"), r"(?P<year>\d{4})$"),
+            "genres": genres,
+        }
+    )
+    user_path = data_dir / "u.user"
+    raw = _read(user_path, ["user_id", "age", "gender", "occupation", "zip"], "|")
+    users = pa.table(
+        {
+            "user_id": _ints(raw, "user_id", user_path),
+            "age": _ints(raw, "age", user_path),
+            "gender": raw.column("gender"),
+            "occupation": raw.column("occupation"),
+            "zip_prefix": pc.utf8_slice_codeunits(raw.column("zip"), 0, 2),
+        }
+    )
+    return MovieLens(ratings, movies, users, "ml-100k")
+
+
+def read_ml1m(data_dir: str | os.PathLike[str]) -> MovieLens:
+    """``ratings.dat``, ``movies.dat`` ("Title (1995)", "Genre1|Genre2"), ``users.dat``."""
+    data_dir = Path(data_dir)
+    ratings = _ratings(data_dir / "ratings.dat", "::")
+    movie_path = data_dir / "movies.dat"
+    raw = _read(movie_path, ["movie_id", "title", "genres"], "::")
+    movies = pa.table(
+        {
+            "movie_id": _ints(raw, "movie_id", movie_path),
+            "title": raw.column("title"),
+            "release_year": _year(raw.column("title"), r"\((?P<year>\d{4})\)\s*$"),
+            "genres": pc.split_pattern(raw.column("genres"), "|"),
+        }
+    )
+    user_path = data_dir / "users.dat"
+    raw = _read(user_path, ["user_id", "gender", "age", "occupation", "zip"], "::")
+    codes = _ints(raw, "occupation", user_path).to_numpy()
+    if ((codes < 0) | (codes >= len(ML1M_OCCUPATIONS))).any():
+        raise MovieLensError(f"{user_path}: occupation codes must be 0..20")
+    users = pa.table(
+        {
+            "user_id": _ints(raw, "user_id", user_path),
+            "age": _ints(raw, "age", user_path),
+            "gender": raw.column("gender"),
+            "occupation": pa.array(np.asarray(ML1M_OCCUPATIONS, dtype=object)[codes]),
+            "zip_prefix": pc.utf8_slice_codeunits(raw.column("zip"), 0, 2),
+        }
+    )
+    return MovieLens(ratings, movies, users, "ml-1m")
+
+
+def load_movielens(data_dir: str | os.PathLike[str]) -> MovieLens:
+    """Read the release found in ``data_dir`` (or in its ``ml-100k`` / ``ml-1m`` subfolder)."""
+    data_dir = Path(data_dir)
+    for folder in (data_dir, data_dir / "ml-100k", data_dir / "ml-1m"):
+        if (folder / "u.data").is_file():
+            return read_ml100k(folder)
+        if (folder / "ratings.dat").is_file():
+            return read_ml1m(folder)
+    raise MovieLensError(
+        f"no MovieLens data in {str(data_dir)!r} (expected u.data/u.item/u.user of ml-100k or "
+        "ratings.dat/movies.dat/users.dat of ml-1m); add --download to fetch ml-100k"
+    )
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download_movielens(
+    data_dir: str | os.PathLike[str],
+    name: str = "ml-100k",
+    url: str | None = None,
+    sha256: str | None = None,
+    timeout: float = 120,
+) -> Path:
+    """Fetch ``<name>.zip`` from GroupLens into ``data_dir``, verify it, unzip; return the folder.
+
+    The zip is checked against the pinned digest (and ``sha256`` when given) before anything
+    is extracted; a mismatch leaves nothing behind. An already unzipped copy is kept.
+    """
+    if name not in CHECKSUMS:
+        raise MovieLensError(f"unknown MovieLens release {name!r}; choose one of {list(CHECKSUMS)}")
+    data_dir = Path(data_dir)
+    target = data_dir / name
+    if any((target / f).is_file() for f in ("u.data", "ratings.dat")):
+        return target
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = url or f"{GROUPLENS_URL}{name}.zip"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        payload = response.read()
+    expected = {CHECKSUMS[name][0]: CHECKSUMS[name][1]} if sha256 is None else {"sha256": sha256}
+    for algorithm, digest in expected.items():
+        actual = hashlib.new(algorithm, payload).hexdigest()
+        if actual != digest.lower():
+            raise MovieLensError(
+                f"checksum mismatch for {url}: expected {algorithm} {digest}, got {actual}; the "
+                "download is damaged or not the official file; nothing was saved"
+            )
+    tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{name}.", suffix=".tmp"))
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            for member in archive.infolist():  # only the release's own plain files
+                parts = Path(member.filename).parts
+                if member.is_dir() or len(parts) != 2 or parts[0] != name:
+                    continue
+                (tmp / parts[1]).write_bytes(archive.read(member))
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+    return target
+
+
+# --------------------------------------------------------------------------- split
+
+
+def temporal_split(ratings: pa.Table, fraction: int = 10) -> tuple[pa.Table, pa.Table]:
+    """Per user, ratings sorted by (timestamp, movie_id); the last max(1, n // fraction) are test.
+
+    Both parts keep that order (user, then time), which :func:`liked_history` relies on.
+    """
+    user = ratings.column("user_id").to_numpy()
+    order = np.lexsort((ratings.column("movie_id").to_numpy(),
+                        ratings.column("timestamp").to_numpy(), user))  # fmt: skip
+    user = user[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(user)) + 1]
+    counts = np.diff(np.r_[starts, len(user)])
+    position = np.arange(len(user)) - np.repeat(starts, counts)
+    held_out = position >= np.repeat(counts - np.maximum(1, counts // fraction), counts)
+    ordered = ratings.take(order)
+    return ordered.filter(pa.array(~held_out)), ordered.filter(pa.array(held_out))
+
+
+def liked_history(
+    train: pa.Table,
+    user_ids: np.ndarray,
+    timestamps: np.ndarray,
+    max_length: int = HISTORY_LENGTH,
+    threshold: int = LIKE_THRESHOLD,
+) -> pa.Array:
+    """Per (user, time): the last ``max_length`` movies the user rated >= ``threshold`` in
+    ``train`` strictly before that time (list<int64>, oldest first); vectorised."""
+    liked = train.filter(pc.greater_equal(train.column("rating"), threshold))
+    lu = liked.column("user_id").to_numpy()
+    lt = liked.column("timestamp").to_numpy()
+    order = np.lexsort((liked.column("movie_id").to_numpy(), lt, lu))
+    key = lu[order] * (1 << 32) + lt[order]
+    movies = liked.column("movie_id").to_numpy()[order]
+    user_ids = np.asarray(user_ids, dtype=np.int64)
+    end = np.searchsorted(key, user_ids * (1 << 32) + np.asarray(timestamps), side="left")
+    first = np.searchsorted(key, user_ids * (1 << 32), side="left")
+    start = np.maximum(first, end - max_length)
+    lengths = end - start
+    offsets = np.r_[0, np.cumsum(lengths)]
+    index = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - start, lengths)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(movies[index]))
+
+
+def latest_history(train: pa.Table, user_ids: np.ndarray, **kwargs) -> pa.Array:
+    """The users' liked movies as of now (all training interactions), for ranking/serving."""
+    return liked_history(train, user_ids, np.full(len(user_ids), NOW), **kwargs)
+
+
+NOW = 1 << 31  # a timestamp after every rating: "as of the end of training"
+PRIOR_WEIGHT = 5.0
+RECENT = 10  # pseudo-ratings at the global mean that shrink a mean of few ratings
+
+
+def rating_stats(
+    train: pa.Table, key: str, ids: np.ndarray, timestamps: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per (id, time): the mean of the ``key``'s training ratings strictly before that time,
+    shrunk to the global mean, the same over the last ``RECENT`` of them (tastes drift), and
+    log1p of their count (``<key>_mean``, ``<key>_recent``, ``<key>_count``)."""
+    k = train.column(key).to_numpy()
+    t = train.column("timestamp").to_numpy()
+    order = np.lexsort((t, k))
+    r = train.column("rating").to_numpy().astype(np.float64)[order]
+    sort_key = k[order] * (1 << 32) + t[order]
+    csum = np.r_[0.0, np.cumsum(r)]
+    ids = np.asarray(ids, dtype=np.int64)
+    end = np.searchsorted(sort_key, ids * (1 << 32) + np.asarray(timestamps), side="left")
+    first = np.searchsorted(sort_key, ids * (1 << 32), side="left")
+    count = end - first
+    prior = r.mean() if len(r) else 3.5
+    mean = (csum[end] - csum[first] + PRIOR_WEIGHT * prior) / (count + PRIOR_WEIGHT)
+    start = np.maximum(first, end - RECENT)
+    recent = (csum[end] - csum[start] + PRIOR_WEIGHT * prior) / (end - start + PRIOR_WEIGHT)
+    name = key.removesuffix("_id")
+    return {
+        f"{name}_mean": mean.astype(np.float32),
+        f"{name}_recent": recent.astype(np.float32),
+        f"{name}_count": np.log1p(count).astype(np.float32),
+    }
+
+
+def positions(ids: pa.Array | np.ndarray, table: pa.Table, key: str) -> np.ndarray:
+    """Row of each id in ``table[key]``; an unknown id is an error naming it."""
+    ids = np.asarray(ids, dtype=np.int64)
+    keys = table.column(key).to_numpy()
+    lookup = np.full(max(int(keys.max()), int(ids.max(initial=0))) + 1, -1, dtype=np.int64)
+    lookup[keys] = np.arange(len(keys))
+    rows = lookup[np.maximum(ids, 0)]
+    rows[ids < 0] = -1
+    if (rows < 0).any():
+        raise MovieLensError(f"{key} {int(ids[np.argmax(rows < 0)])} is not in the {key} table")
+    return rows
+
+
+def examples(
+    data: MovieLens,
+    train: pa.Table,
+    user_ids: np.ndarray,
+    movie_ids: np.ndarray,
+    timestamps: np.ndarray,
+    history: pa.Array | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+    **kwargs,
+) -> pa.Table:
+    """Model input rows for (user, movie, time): user and movie features joined by id, and
+    what ``train`` said before that time: the liked history (``kwargs``: its max_length and
+    threshold; pass ``history`` when known) and the user's and movie's rating statistics."""
+    users = data.users.take(positions(user_ids, data.users, "user_id"))
+    movies = data.movies.take(positions(movie_ids, data.movies, "movie_id"))
+    columns = {name: users.column(name) for name in users.column_names}
+    columns.update({n: movies.column(n) for n in movies.column_names if n != "title"})
+    if history is None:
+        history = liked_history(train, user_ids, timestamps, **kwargs)
+    columns["liked"] = history
+    columns.update(rating_stats(train, "user_id", user_ids, timestamps))
+    columns.update(rating_stats(train, "movie_id", movie_ids, timestamps))
+    columns.update(extra or {})
+    return pa.table(columns)
+
+
+def rating_examples(data: MovieLens, rows: pa.Table, train: pa.Table, **kwargs) -> pa.Table:
+    """Examples of rated (user, movie) pairs with the rating as label (``rating`` column)."""
+    rating = rows.column("rating").to_numpy().astype(np.float32)
+    return examples(
+        data,
+        train,
+        rows.column("user_id").to_numpy(),
+        rows.column("movie_id").to_numpy(),
+        rows.column("timestamp").to_numpy(),
+        extra={"rating": rating},
+        **kwargs,
+    )
+
+
+def serving_tables(
+    data: MovieLens, train: pa.Table, **kwargs
+) -> tuple[pa.Table, pa.Table]:
+    """(users, movies) with the context as of the end of training appended: the users' liked
+    history and rating statistics, the movies' rating statistics (``title`` dropped)."""
+    user_ids = data.users.column("user_id").to_numpy()
+    users = data.users.append_column("liked", latest_history(train, user_ids, **kwargs))
+    for name, values in rating_stats(train, "user_id", user_ids,
+                                     np.full(len(user_ids), NOW)).items():  # fmt: skip
+        users = users.append_column(name, pa.array(values))
+    movies = data.movies.drop_columns(["title"])
+    movie_ids = movies.column("movie_id").to_numpy()
+    for name, values in rating_stats(train, "movie_id", movie_ids,
+                                     np.full(len(movie_ids), NOW)).items():  # fmt: skip
+        movies = movies.append_column(name, pa.array(values))
+    return users, movies
+
+
+# --------------------------------------------------------------------------- features
+
+
+def movielens_columns(
+    history: bool = True,
+    demographic_crosses: bool = True,
+    id_wide: bool = True,
+    history_embedding: bool = False,
+) -> tuple[list, list]:
+    """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
+
+    Wide: user and movie ids (per-user and per-movie biases: memorised), demographic x genre
+    crosses, and ``liked x movie_id`` (the paper's installed-apps x impression cross).
+    Deep: user, movie, occupation and zip embeddings, genres, age, gender and year buckets.
+    """
+    from .. import feature_column as fc
+
+    user = fc.categorical_column_with_vocabulary_from_data("user_id")
+    movie = fc.categorical_column_with_vocabulary_from_data("movie_id")
+    genres = fc.categorical_column_with_vocabulary_list("genres", ML100K_GENRES)
+    age = fc.bucketized_column(fc.numeric_column("age"), AGE_BOUNDARIES)
+    gender = fc.categorical_column_with_vocabulary_list("gender", ["M", "F"])
+    occupation = fc.categorical_column_with_vocabulary_from_data("occupation")
+    zip_prefix = fc.categorical_column_with_hash_bucket("zip_prefix", 100)
+    year = fc.bucketized_column(
+        fc.numeric_column("release_year", default_value=0), YEAR_BOUNDARIES
+    )
+    wide: list = [genres, year] + ([user, movie] if id_wide else [])
+    if demographic_crosses:
+        wide += [
+            fc.crossed_column(["occupation", "genres"], 1000),
+            fc.crossed_column(["gender", "genres"], 100),
+            fc.crossed_column([age, "genres"], 200),
+        ]
+    if history:
+        wide.append(fc.crossed_column(["liked", "movie_id"], 1 << 20))
+    deep = [
+        fc.numeric_column("user_mean"),
+        fc.numeric_column("user_recent"),
+        fc.numeric_column("movie_recent"),
+        fc.numeric_column("user_count", normalizer="standard"),
+        fc.numeric_column("movie_mean"),
+        fc.numeric_column("movie_count", normalizer="standard"),
+        fc.embedding_column(user, 16),
+        fc.embedding_column(movie, 16),
+        fc.embedding_column(occupation, 4),
+        fc.embedding_column(zip_prefix, 4),
+        fc.indicator_column(genres),
+        fc.indicator_column(age),
+        fc.indicator_column(gender),
+        fc.indicator_column(year),
+    ]
+    if history_embedding:  # the liked movies' mean embedding (generalises, YouTube-style)
+        liked = fc.categorical_column_with_vocabulary_from_data("liked")
+        deep.append(fc.embedding_column(liked, 16))
+    return wide, deep
+
+
+def movielens_spec(task: str = "ranking", **kwargs):
+    """The ready FeatureSpec: label ``rating`` (regression) or ``label`` (binary, ranking)."""
+    from ..transform import FeatureSpec, Label
+
+    if task not in ("rating", "ranking"):
+        raise MovieLensError(f"task must be 'rating' or 'ranking', got {task!r}")
+    wide, deep = movielens_columns(**kwargs)
+    label = Label("rating", "regression") if task == "rating" else Label("label", "binary")
+    return FeatureSpec(wide, deep, label=label)
+

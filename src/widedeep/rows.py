@@ -1,0 +1,581 @@
+"""The small-input encoder: a few row dicts (serving) in plain Python.
+
+For one row the Arrow path's fixed costs dominate, so rows up to
+``FAST_PATH_MAX_ROWS`` are encoded from per-column lookup caches instead, to
+exactly the tensors the vectorised path (``columnar.py``) gives; anything
+unusual raises ``_Fallback`` and the caller takes the vectorised path.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Mapping
+from itertools import product
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import feature_column as fc
+from .batch import Batch
+from .columnar import _normalize, _state_key
+from .hashing import cross_hash_one, hash_string
+from .ids import Ids, assemble, combine, offsets_of
+
+if TYPE_CHECKING:
+    from .transform import FeatureSpec
+
+
+FAST_PATH_MAX_ROWS = 64  # row dicts up to this many are encoded in plain Python
+_CACHE_LIMIT = 100_000  # per-column lookup caches are cleared past this many values
+_INT64 = 1 << 63
+
+
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(array)
+
+
+class _Fallback(Exception):
+    """The row encoder met something only the Arrow path handles or reports."""
+
+
+class _RowEncoder:
+    """Encodes a few row dicts (serving) in plain Python, to exactly the Arrow path's Batch.
+
+    Arrow's per-call fixed cost (building a table, dictionary-encoding every
+    column) dominates for a handful of rows, so here every value is looked up
+    in per-column dicts built lazily from the fitted state (value -> id,
+    combination -> cross id).  Whatever is unusual (a float or bool category,
+    a missing numeric without default, mixed types, a label) raises
+    ``_Fallback`` and the caller uses the Arrow path, which encodes it or
+    raises its error: both paths give one answer.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.state = spec.state_
+        self.caches: dict[int, dict] = {}
+        self.vocabularies: dict[int, dict[str, int]] = {}
+        base, self.wide = 1, []
+        for column, size in zip(spec.wide_columns, spec.wide_sizes()):
+            self.wide.append((column, base))
+            base += size
+        base, self.indicators = 1, []
+        for column in spec.deep_columns:
+            if isinstance(column, fc.IndicatorColumn):
+                self.indicators.append((column.categorical_column, base))
+                base += spec.num_buckets(column.categorical_column)
+        self.embeddings = [c for c in spec.deep_columns if isinstance(c, fc.EmbeddingColumn)]
+        self.numerics = [c for c in spec.deep_columns if isinstance(c, fc.NumericColumn)]
+        self.plain_dense = all(c.normalizer is None for c in self.numerics)
+        self.dense_dim = spec.dense_dim_
+        self.lookups: dict[int, Any] = {}
+        self.one = self._compile_one()
+
+    # ------------------------------------------------------------- one row of scalars
+
+    def _compile_one(self) -> Any:
+        """A function encoding one row of scalar values, or None if the spec needs more.
+
+        Each column becomes a closure row -> id (-1 = none); a list value or
+        anything unusual raises ``_Fallback`` to the general row path.
+        """
+        try:
+            wide = [(self._scalar_fn(c), base) for c, base in self.wide]
+            indicators = [(self._scalar_fn(c), base) for c, base in self.indicators]
+            embeddings = [self._scalar_fn(c.categorical_column) for c in self.embeddings]
+            dense = [self._number_fn(c) for c in self.numerics]
+        except _Fallback:
+            return None
+        label_key = None if self.spec.label is None else self.spec.label.key
+        n_wide, n_indicators = len(wide), len(indicators)
+
+        def encode_one(row: Mapping, label: bool | None) -> Batch:
+            if label is None and label_key is not None and label_key in row:
+                raise _Fallback
+            try:
+                w = [b + i if (i := f(row)) >= 0 else 0 for f, b in wide]
+                d = [i + 1 if (i := f(row)) >= 0 else 0 for f in embeddings]
+                x = [f(row) for f in dense]
+                ind = [b + i if (i := f(row)) >= 0 else 0 for f, b in indicators]
+            except KeyError:
+                raise _Fallback from None  # a missing column: the Arrow path reports it
+            return Batch(
+                wide_ids=torch.from_numpy(np.array([w] if n_wide else [[0]], dtype=np.int32)),
+                wide_weights=None,
+                embed_ids=[torch.from_numpy(np.array([[i]], dtype=np.int32)) for i in d],
+                embed_weights=[None] * len(d),
+                indicator_ids=torch.from_numpy(
+                    np.array([ind] if n_indicators else [[0]], dtype=np.int32)
+                ),
+                indicator_weights=None,
+                dense=torch.from_numpy(np.array([x], dtype=np.float32).reshape(1, len(x))),
+            )
+
+        return encode_one
+
+    def _number_fn(self, column: fc.NumericColumn) -> Any:
+        """row -> float for a one-value numeric column (normalised as the Arrow path does)."""
+        if column.dimension != 1 or column.normalizer == "log":  # log1p: NumPy's, not libm's
+            raise _Fallback
+        key, default = column.key, column.default_value
+        if column.normalizer is None:
+            return lambda row: _number(row[key], default)
+        state = self.state[_state_key(column)]
+        if column.normalizer == "standard":
+            mean, std = state["mean"][0], state["std"][0]
+            return lambda row: (_number(row[key], default) - mean) / std
+        boundaries, steps = state["boundaries"][0], column.num_quantiles - 1
+        return lambda row: bisect_right(boundaries, _number(row[key], default)) / steps
+
+    def _scalar_fn(self, column: fc.CategoricalColumn) -> Any:
+        """row -> id (-1 = none) for one scalar value per feature."""
+        if not isinstance(column, fc.CATEGORICAL_TYPES):
+            raise _Fallback  # a wide numeric column: an id weighted by its value
+        if isinstance(column, fc.BucketizedColumn):
+            if column.source_column.dimension != 1:
+                raise _Fallback
+            key, default = column.source_column.key, column.source_column.default_value
+            boundaries = column.boundaries
+            return lambda row: bisect_right(boundaries, _number(row[key], default))
+        if isinstance(column, fc.CrossedColumn):
+            parts = []
+            for k in column.keys:
+                if isinstance(k, str):
+                    parts.append(_scalar_hash_fn(k, self.spec._hash_cache))
+                else:
+                    parts.append(self._scalar_fn(k))
+            cache = self.cache(column)
+            size, hash_key = column.hash_bucket_size, column.hash_key
+
+            def cross(row: Mapping) -> int:
+                combination = tuple([f(row) for f in parts])
+                i = cache.get(combination)
+                if i is None:
+                    if -1 in combination:
+                        return -1
+                    if len(cache) > _CACHE_LIMIT:
+                        cache.clear()
+                    i = cache[combination] = cross_hash_one(combination, hash_key) % size
+                return i
+
+            return cross
+        if isinstance(column, fc.IdentityColumn):
+            key, size = column.key, column.num_buckets
+            default = -1 if column.default_value is None else column.default_value
+
+            def identity(row: Mapping) -> int:
+                v = row[key]
+                if v is None:
+                    return -1
+                if type(v) is not int or not -_INT64 <= v < _INT64:
+                    raise _Fallback
+                return v if 0 <= v < size else default
+
+            return identity
+        if isinstance(column, fc.WeightedCategoricalColumn):
+            raise _Fallback
+        key, lookup = column.key, self.lookup(column)
+        no_kinds: set = set()
+
+        def categorical(row: Mapping) -> int:
+            return lookup(_text(row[key], no_kinds))
+
+        return categorical
+
+    def encode(self, rows: list, label: bool | None) -> Batch:
+        spec = self.spec
+        if label is None and spec.label is not None:
+            key = spec.label.key
+            if any(key in row for row in rows):
+                raise _Fallback  # labelled rows: training data, the Arrow path reads labels
+        call = _RowCall(self, rows)
+        n = len(rows)
+
+        parts = []
+        for column, base in self.wide:
+            if isinstance(column, fc.NumericColumn):
+                k = column.dimension
+                weights = call.normalized(column)
+                parts.append(([list(range(k))] * n, True, weights, base))
+            else:
+                parts.append((*call.ids(column), base))
+        wide_ids, wide_weights = _assemble_rows(parts, n)
+
+        parts = [(*call.ids(column), base) for column, base in self.indicators]
+        indicator_ids, indicator_weights = _assemble_rows(parts, n)
+
+        embed_ids, embed_weights = [], []
+        for column in self.embeddings:
+            values, multi, weights = call.ids(column.categorical_column)
+            if not multi and weights is None:
+                ids = np.array([[v + 1 if v >= 0 else 0] for v in values], dtype=np.int32)
+                embed_ids.append(torch.from_numpy(ids))
+                embed_weights.append(None)
+            else:
+                ids, weights = combine(_as_ids(values, multi, weights), column.combiner, n)
+                embed_ids.append(torch.from_numpy(ids))
+                embed_weights.append(None if weights is None else torch.from_numpy(weights))
+
+        if self.plain_dense:
+            dense_rows = [[] for _ in range(n)]
+            for column in self.numerics:
+                values = call.numeric(column)
+                if column.dimension == 1:
+                    for row, v in zip(dense_rows, values):
+                        row.append(v)
+                else:
+                    for row, v in zip(dense_rows, values):
+                        row.extend(v)
+            dense = np.array(dense_rows, dtype=np.float32).reshape(n, self.dense_dim)
+        else:
+            dense = np.empty((n, self.dense_dim), dtype=np.float32)
+            at = 0
+            for column in self.numerics:
+                dense[:, at : at + column.dimension] = call.normalized(column)
+                at += column.dimension
+
+        return Batch(
+            wide_ids=torch.from_numpy(wide_ids),
+            wide_weights=_tensor(wide_weights),
+            embed_ids=embed_ids,
+            embed_weights=embed_weights,
+            indicator_ids=torch.from_numpy(indicator_ids),
+            indicator_weights=_tensor(indicator_weights),
+            dense=torch.from_numpy(dense),
+        )
+
+    def cache(self, column: Any) -> dict:
+        cache = self.caches.get(id(column))
+        if cache is None:
+            cache = self.caches[id(column)] = {}
+        return cache
+
+    def lookup(self, column: fc.CategoricalColumn):
+        """value (text or None) -> id (-1 = none) for a vocabulary or hash column, cached."""
+        fn = self.lookups.get(id(column))
+        if fn is None:
+            fn = self.lookups[id(column)] = self._lookup_fn(column)
+        return fn
+
+    def _lookup_fn(self, column: fc.CategoricalColumn):
+        cache = self.cache(column)
+        if isinstance(column, fc.HashBucketColumn):
+            size = column.hash_bucket_size
+
+            def compute(v: str) -> int:
+                return hash_string(v) % size
+        else:
+            index = self.vocabulary(column)
+            n_vocabulary, n_oov = len(index), column.num_oov_buckets
+            default = getattr(column, "default_value", -1)
+
+            def compute(v: str) -> int:
+                i = index.get(v)
+                if i is not None:
+                    return i
+                if n_oov > 0:
+                    return n_vocabulary + hash_string(v) % n_oov
+                return default if default >= 0 else -1
+
+        def lookup(v: str | None) -> int:
+            if v is None:
+                return -1
+            i = cache.get(v)
+            if i is None:
+                if len(cache) > _CACHE_LIMIT:  # unseen values must not grow memory forever
+                    cache.clear()
+                i = cache[v] = compute(v)
+            return i
+
+        return lookup
+
+    def vocabulary(self, column: fc.CategoricalColumn) -> dict[str, int]:
+        index = self.vocabularies.get(id(column))
+        if index is None:
+            if isinstance(column, fc.VocabularyListColumn):
+                vocabulary = column.vocabulary_list
+            else:
+                vocabulary = self.state[_state_key(column)]["vocabulary"]
+            index = self.vocabularies[id(column)] = {v: i for i, v in enumerate(vocabulary)}
+        return index
+
+
+class _RowCall:
+    """One call's rows and its memo (a column read by several parts is encoded once)."""
+
+    def __init__(self, encoder: _RowEncoder, rows: list) -> None:
+        self.encoder = encoder
+        self.rows = rows
+        self.memo: dict[Any, Any] = {}
+
+    def raw(self, key: str) -> list:
+        if len(self.rows) == 1:
+            row = self.rows[0]
+            if key not in row:
+                raise _Fallback  # a missing column: the Arrow path reports it
+            return [row[key]]
+        values = [row.get(key, _Fallback) for row in self.rows]
+        if all(v is _Fallback for v in values):
+            raise _Fallback  # a missing column: the Arrow path reports it
+        return [None if v is _Fallback else v for v in values]
+
+    def source(self, key: str) -> tuple[list, bool]:
+        """Categorical values as text (None = missing) per row, and whether rows hold lists."""
+        memo_key = ("source", key)
+        if memo_key in self.memo:
+            return self.memo[memo_key]
+        kinds: set[type] = set()
+        multi = None
+        out: list = []
+        for v in self.raw(key):
+            if v is None:
+                out.append(None)
+            elif type(v) is list:
+                if multi is False:
+                    raise _Fallback
+                multi = True
+                out.append([_text(x, kinds) for x in v])
+            else:
+                if multi:
+                    raise _Fallback
+                multi = False
+                out.append(_text(v, kinds))
+        if len(kinds) > 1:
+            raise _Fallback  # mixed numbers and strings: Arrow's error
+        if multi:
+            out = [[] if v is None else v for v in out]
+        result = self.memo[memo_key] = (out, bool(multi))
+        return result
+
+    def numeric(self, column: fc.NumericColumn) -> list:
+        """Raw float values per row (a list of ``dimension`` floats when it is > 1)."""
+        memo_key = ("numeric", id(column))
+        if memo_key in self.memo:
+            return self.memo[memo_key]
+        k, default = column.dimension, column.default_value
+        out: list = []
+        for v in self.raw(column.key):
+            if k == 1:
+                out.append(_number(v, default))
+            elif type(v) is list and len(v) == k:
+                out.append([_number(x, default) for x in v])
+            else:
+                raise _Fallback
+        self.memo[memo_key] = out
+        return out
+
+    def normalized(self, column: fc.NumericColumn) -> np.ndarray:
+        x = np.array(self.numeric(column), dtype=np.float64).reshape(-1, column.dimension)
+        return _normalize(x, column, self.encoder.state.get(_state_key(column)))
+
+    def ids(self, column: fc.CategoricalColumn) -> tuple[list, bool, list | None]:
+        """(ids per row, -1 = none, or id lists when ``multi``; weights alike or None)."""
+        memo_key = id(column)
+        if memo_key not in self.memo:
+            self.memo[memo_key] = self._ids(column)
+        return self.memo[memo_key]
+
+    def _ids(self, column: fc.CategoricalColumn) -> tuple[list, bool, list | None]:
+        if isinstance(column, fc.BucketizedColumn):
+            boundaries = column.boundaries
+            values = self.numeric(column.source_column)
+            if column.source_column.dimension == 1:
+                return [bisect_right(boundaries, x) for x in values], False, None
+            width = len(boundaries) + 1
+            rows = [
+                [bisect_right(boundaries, x) + j * width for j, x in enumerate(v)] for v in values
+            ]
+            return rows, True, None
+        if isinstance(column, fc.CrossedColumn):
+            return self._cross(column)
+        if isinstance(column, fc.WeightedCategoricalColumn):
+            return self._weighted(column)
+        if isinstance(column, fc.IdentityColumn):
+            return self._identity(column)
+        values, multi = self.source(column.key)
+        lookup = self.encoder.lookup(column)
+        if multi:
+            return [[lookup(v) for v in row] for row in values], True, None
+        return [lookup(v) for v in values], False, None
+
+    def _identity(self, column: fc.IdentityColumn) -> tuple[list, bool, None]:
+        size = column.num_buckets
+        default = -1 if column.default_value is None else column.default_value
+
+        def lookup(v: Any) -> int:
+            if v is None:
+                return -1
+            if type(v) is not int or not -_INT64 <= v < _INT64:
+                raise _Fallback
+            return v if 0 <= v < size else default
+
+        values = self.raw(column.key)
+        if any(type(v) is list for v in values):
+            if not all(v is None or type(v) is list for v in values):
+                raise _Fallback
+            return [[lookup(x) for x in v] if v else [] for v in values], True, None
+        return [lookup(v) for v in values], False, None
+
+    def _weighted(self, column: fc.WeightedCategoricalColumn) -> tuple[list, bool, list]:
+        values, multi, _ = self.ids(column.categorical_column)
+        raw = self.raw(column.weight_feature_key)
+        if multi:
+            weights = []
+            for ids, w in zip(values, raw):
+                if w is None and not ids:  # a missing list and its missing weights
+                    w = []
+                if type(w) is not list or len(w) != len(ids):
+                    raise _Fallback
+                weights.append([_weight(x) for x in w])
+        else:
+            weights = [_weight(w) for w in raw]
+        return values, multi, weights
+
+    def _cross(self, column: fc.CrossedColumn) -> tuple[list, bool, None]:
+        comps, multi = [], False
+        for key in column.keys:
+            if isinstance(key, str):
+                values, is_multi = self.source(key)
+                hashes = self.encoder.spec._hash_cache
+                to_hash = _hash_fn(hashes)
+                if is_multi:
+                    values = [[to_hash(v) for v in row if v is not None] for row in values]
+                else:
+                    values = [None if v is None else to_hash(v) for v in values]
+            else:
+                values, is_multi, _ = self.ids(key)
+                if is_multi:
+                    values = [[v for v in row if v >= 0] for row in values]
+                else:
+                    values = [None if v < 0 else v for v in values]
+            comps.append((values, is_multi))
+            multi = multi or is_multi
+        cache = self.encoder.cache(column)
+        size, hash_key = column.hash_bucket_size, column.hash_key
+
+        def cross(combination: tuple) -> int:
+            i = cache.get(combination)
+            if i is None:
+                if len(cache) > _CACHE_LIMIT:
+                    cache.clear()
+                i = cache[combination] = cross_hash_one(combination, hash_key) % size
+            return i
+
+        n = len(self.rows)
+        if not multi:
+            out = []
+            for r in range(n):
+                combination = tuple(values[r] for values, _ in comps)
+                out.append(-1 if None in combination else cross(combination))
+            return out, False, None
+        rows = []
+        for r in range(n):
+            lists = [
+                values[r] if is_multi else ([] if values[r] is None else [values[r]])
+                for values, is_multi in comps
+            ]
+            rows.append([cross(c) for c in product(*lists)])
+        return rows, True, None
+
+
+def _scalar_hash_fn(key: str, cache: dict[str, int]) -> Any:
+    """row -> the string hash of ``row[key]`` (-1 = missing), for a cross component."""
+    no_kinds: set = set()
+
+    def component(row: Mapping) -> int:
+        v = row[key]
+        if type(v) is str and v:
+            h = cache.get(v)
+            if h is not None:
+                return h
+        v = _text(v, no_kinds)
+        if v is None:
+            return -1
+        h = cache.get(v)
+        if h is None:
+            if len(cache) > 1_000_000:
+                cache.clear()
+            h = cache[v] = hash_string(v)
+        return h
+
+    return component
+
+
+def _hash_fn(cache: dict[str, int]):
+    def to_hash(v: str) -> int:
+        h = cache.get(v)
+        if h is None:
+            if len(cache) > 1_000_000:
+                cache.clear()
+            h = cache[v] = hash_string(v)
+        return h
+
+    return to_hash
+
+
+def _text(v: Any, kinds: set) -> str | None:
+    """A categorical value as Arrow's string cast writes it; anything unusual falls back."""
+    if v is None:
+        return None
+    t = type(v)
+    if t is str:
+        kinds.add(str)
+        return v if v != "" else None
+    if t is int and -_INT64 <= v < _INT64:
+        kinds.add(int)
+        return str(v)
+    raise _Fallback  # floats, bools, nested lists...: the Arrow path's formatting rules
+
+
+def _number(v: Any, default: float | None) -> float:
+    t = type(v)
+    if t is float:
+        if math.isfinite(v):
+            return v
+    elif t is int:
+        if -_INT64 <= v < _INT64:
+            return float(v)
+        raise _Fallback
+    elif v is not None:
+        raise _Fallback  # strings, bools, lists: the Arrow path parses or reports them
+    if default is None:
+        raise _Fallback  # a missing value without default: the Arrow path's error
+    return default
+
+
+def _weight(v: Any) -> float:
+    t = type(v)
+    if t is float and not math.isnan(v):
+        return v
+    if t is int and -_INT64 <= v < _INT64:
+        return float(v)
+    raise _Fallback
+
+
+def _as_ids(values: list, multi: bool, weights: list | None) -> Ids:
+    """Per-row Python ids (and weights) as the Arrow path's :class:`Ids`."""
+    if not multi:
+        w = None if weights is None else np.array(weights, dtype=np.float32)
+        return Ids(np.array(values, dtype=np.int64), None, w)
+    flat = [v for row in values for v in row]
+    offsets = offsets_of(np.array([len(row) for row in values], dtype=np.int64))
+    w = None
+    if weights is not None:
+        w = np.array([x for row in weights for x in row], dtype=np.float32)
+    return Ids(np.array(flat, dtype=np.int64), offsets, w)
+
+
+def _assemble_rows(parts: list, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`assemble` for per-row Python ids; the common case stays in Python."""
+    if not parts:
+        return np.zeros((n, 1), dtype=np.int32), None
+    if not any(multi or weights is not None for _, multi, weights, _ in parts):
+        bases = [base for *_, base in parts]
+        columns = [values for values, *_ in parts]
+        matrix = [[v + b if v >= 0 else 0 for v, b in zip(row, bases)] for row in zip(*columns)]
+        return np.array(matrix, dtype=np.int32).reshape(n, len(parts)), None
+    return assemble(
+        [(_as_ids(values, multi, weights), base) for values, multi, weights, base in parts], n
+    )
