@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -55,11 +56,12 @@ def run_suite(module: str, quick: bool) -> dict[str, Any]:
         if e.name == qualified:
             return {"skipped": f"benchmarks/{module}.py is not present"}
         return {"skipped": f"needs the package {e.name!r}, which is not installed"}
-    if not callable(getattr(mod, "run", None)):
+    run = getattr(mod, "run", None)
+    if not callable(run) or list(inspect.signature(run).parameters)[:1] != ["quick"]:
         return {"skipped": f"benchmarks/{module}.py has no run(quick) yet (benchmarks/README.md)"}
     t0 = time.perf_counter()
     try:
-        result = mod.run(quick=quick)
+        result = run(quick=quick)
     except Exception as e:  # one broken script must not cost the others' results
         traceback.print_exc()
         return {"error": f"{type(e).__name__}: {e}"}

@@ -55,6 +55,10 @@ def test_missing_or_broken_suite_does_not_stop_the_others(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "benchmarks.bench_old", types.ModuleType("bench_old"))
     assert "no run(quick)" in entry.run_suite("bench_old", quick=True)["skipped"]
+    other = types.ModuleType("bench_other")
+    other.run = lambda data, seed: {}  # a run() of another shape is not called
+    monkeypatch.setitem(sys.modules, "benchmarks.bench_other", other)
+    assert "no run(quick)" in entry.run_suite("bench_other", quick=True)["skipped"]
 
 
 def test_update_readme_replaces_only_between_markers(tmp_path):
