@@ -156,8 +156,10 @@ class WideDeep(nn.Module):
         if self.has_wide:
             if self.wide.sparse:  # huge tables: EmbeddingBag's padding_idx path is ~5x slower
                 wide = _SparseWideSum.apply(self.wide.weight, batch.wide_ids, batch.wide_weights)
-            else:
+            elif len(batch) < FAST_SUM_MIN_ROWS:  # small batches: the bag, one kernel
                 wide = self.wide(batch.wide_ids, per_sample_weights=batch.wide_weights)
+            else:
+                wide = _bag_sum_by_gather(self.wide.weight, batch.wide_ids, batch.wide_weights)
             logits = wide + self.wide_bias
         if self.has_deep:
             parts = [
@@ -166,13 +168,53 @@ class WideDeep(nn.Module):
             ]
             x = torch.cat([*parts, batch.dense], dim=1) if parts else batch.dense
             h = self.first(x)
-            if self.indicator is not None:
+            one_hot = (
+                len(batch) >= FAST_SUM_MIN_ROWS and self.config.indicator_dim <= ONE_HOT_MAX_DIM
+            )
+            if self.indicator is not None and one_hot:
+                h = h + _bag_sum_by_one_hot(
+                    self.indicator.weight, batch.indicator_ids, batch.indicator_weights
+                )
+            elif self.indicator is not None:
                 h = h + self.indicator(
                     batch.indicator_ids, per_sample_weights=batch.indicator_weights
                 )
             deep = self.rest(h)
             logits = deep if logits is None else logits + deep
         return logits
+
+
+# EmbeddingBag(mode="sum")'s CPU backward is slow for big batches (4096 rows: ~8x slower
+# than the gather below for the wide table, ~2x slower than the one-hot product for the
+# indicator columns), which made training at batch >= 1024 ~20 % slower than a hand-written
+# loop.  The two helpers compute the same sums with faster backward passes; the parameters
+# (and so the saved models) stay the bags' weights.  Small batches keep the bags: one
+# kernel each beats the helpers' few (batch 40: ~20 % faster training).
+FAST_SUM_MIN_ROWS = 512
+"""Batches of at least this many rows take the gather / one-hot sums."""
+ONE_HOT_MAX_DIM = 512
+"""Largest indicator id space multiplied as a one-hot block (rows x dim floats per batch)."""
+
+
+def _bag_sum_by_gather(
+    weight: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Σ_j weights[:, j] · weight[ids[:, j]] without the padding id 0 (the bag's sum)."""
+    rows = weight[ids]  # [batch, k, out]
+    if weights is not None:
+        rows = rows * weights.unsqueeze(-1)
+    # masked, not multiplied: row 0 then gets an exactly-zero gradient, as padding_idx gives
+    return rows.masked_fill((ids == 0).unsqueeze(-1), 0.0).sum(1)
+
+
+def _bag_sum_by_one_hot(
+    weight: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """The same sum as a (multi-)one-hot matrix times ``weight``, padding column dropped."""
+    like = {"dtype": weight.dtype, "device": weight.device}
+    values = torch.ones(ids.shape, **like) if weights is None else weights
+    one_hot = torch.zeros(ids.shape[0], weight.shape[0], **like).scatter_add_(1, ids.long(), values)
+    return one_hot[:, 1:] @ weight[1:]
 
 
 class _SparseWideSum(torch.autograd.Function):

@@ -357,6 +357,7 @@ def train(
     trainee = distributed.wrap(model, ctx)  # DDP in a distributed run, else the model
     scale = distributed.loss_scale(ctx, config.loss_reduction)
     opts = list(optimizers.values())
+    params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
     metrics: dict[str, Any] = state.history[-1] if state.history else {}
     steps_per_epoch = source.batches_per_epoch()
     start_epoch = state.epoch
@@ -387,8 +388,8 @@ def train(
                     loss = training_loss(
                         logits, batch.label, batch.weight, head, config.loss_reduction
                     )
-                    for opt in opts:
-                        opt.zero_grad(set_to_none=True)
+                    for p in params:  # zero_grad(set_to_none) by hand: no module walk per step
+                        p.grad = None
                     (loss * scale if ctx.distributed else loss).backward()
                     distributed.sync_sparse_grads(model, ctx)
                     for opt in opts:
