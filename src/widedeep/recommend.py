@@ -264,8 +264,8 @@ class SampledNegatives:
     """Ranking training data, as a run-loop source: liked ratings (>= threshold) are positives;
     ``num_negatives`` items per positive that the user did not rate in training, **resampled
     every epoch**, are negatives, and with ``low_negatives`` the low ratings too.  A sampled
-    negative shares its positive's context (user, time, liked history).  Epoch ``e`` is a pure function of (seed, e), so a resumed run
-    sees the same data."""
+    negative shares its positive's context (user, time, liked history).  Epoch ``e`` is a pure
+    function of (seed, e), so a resumed run sees the same data."""
 
     def __init__(
         self,
