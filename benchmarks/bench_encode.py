@@ -90,12 +90,20 @@ def run(quick: bool = False) -> dict:
             "title": "Encoding the census reference spec (`spec.transform`), 1 thread",
             "columns": ["input", "rows/s", "p50 µs", "p99 µs"],
             "rows": [
-                [f"Arrow table of {r['rows']:,} rows (best of {len(r['bulk_runs_s'])})",
-                 round(r["bulk_rows_per_s"]), "", ""],
-                ["one row dict (no label)", "", r["single_row"]["p50_us"],
-                 r["single_row"]["p99_us"]],
+                [
+                    f"Arrow table of {r['rows']:,} rows (best of {len(r['bulk_runs_s'])})",
+                    round(r["bulk_rows_per_s"]),
+                    "",
+                    "",
+                ],
+                [
+                    "one row dict (no label)",
+                    "",
+                    r["single_row"]["p50_us"],
+                    r["single_row"]["p99_us"],
+                ],
                 [f"list of {small['rows']} row dicts", "", small["p50_us"], small["p99_us"]],
-            ],  # fmt: skip
+            ],
         }
     ]
     r["checks"] = [

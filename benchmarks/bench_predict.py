@@ -54,8 +54,9 @@ def time_calls(fn, inputs: list, calls: int, warmup: int = 200) -> tuple[list, l
     return wall, cpu
 
 
-def measure(model_path: str | None = None, calls: int = 5000, repeats: int = 5,
-            threads: int = 1) -> dict:
+def measure(
+    model_path: str | None = None, calls: int = 5000, repeats: int = 5, threads: int = 1
+) -> dict:
     """Single-row latency and batch rows/s of ``widedeep.load(path)`` (default: an untrained
     census model with the reference shapes, written to a temporary directory)."""
     torch.set_num_threads(threads)
@@ -117,11 +118,21 @@ def run(quick: bool = False) -> dict:
             "rows": [
                 ["one row dict", "", "", one["median_ms"], one["p99_ms"]],
                 ["one row dict, encoding only", "", "", enc["median_ms"], enc["p99_ms"]],
-                ["Arrow tables of 1,000 rows", r["batch_1000_rows_per_s_wall"],
-                 r["batch_1000_rows_per_s_cpu"], "", ""],
-                [f"Arrow table of {n:,} rows (adult.test)", r[f"batch_{n}_rows_per_s_wall"],
-                 r[f"batch_{n}_rows_per_s_cpu"], "", ""],
-            ],  # fmt: skip
+                [
+                    "Arrow tables of 1,000 rows",
+                    r["batch_1000_rows_per_s_wall"],
+                    r["batch_1000_rows_per_s_cpu"],
+                    "",
+                    "",
+                ],
+                [
+                    f"Arrow table of {n:,} rows (adult.test)",
+                    r[f"batch_{n}_rows_per_s_wall"],
+                    r[f"batch_{n}_rows_per_s_cpu"],
+                    "",
+                    "",
+                ],
+            ],
             "note": "untrained census model with the reference shapes (weights do not change "
             f"the speed), saved and loaded; single-row CPU p50 {cpu['median_ms']:.3g} ms.",
         }
