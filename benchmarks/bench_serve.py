@@ -39,8 +39,9 @@ def census_export(workdir: Path, epochs: int = 2) -> Path:
     from widedeep.cli import main
 
     with contextlib.redirect_stdout(sys.stderr):  # the training summary is not our output
-        code = main(["train", "--train_epochs", str(epochs), "--model_dir", str(workdir / "model"),
-                     "--export_dir", str(workdir / "exp"), "--quiet", "--threads", "1"])  # fmt: skip
+        code = main(["train", "--train_epochs", str(epochs), "--quiet", "--threads", "1",
+                     "--model_dir", str(workdir / "model"),
+                     "--export_dir", str(workdir / "exp")])  # fmt: skip
     assert code == 0
     return workdir / "exp"
 
