@@ -234,8 +234,8 @@ def measure(
 
 
 def run(quick: bool = False) -> dict:
-    """For ``python -m benchmarks``: each run bounded by 2,000 requests and 3 s (quick: 20
-    requests, one worker), one worker per core, with a table and issue 8's checks."""
+    """For ``python -m benchmarks``: each run bounded by 2,000 requests per client and 3 s
+    (quick: 20 requests, 1 s, one worker), one worker per core, with issue 8's checks."""
     workers = 1 if quick else len(os.sched_getaffinity(0))
     bounds = {"requests": 20, "seconds": 1.0, "warmup": (5, 1.0), "train_epochs": 1}
     if not quick:
@@ -251,9 +251,9 @@ def run(quick: bool = False) -> dict:
         "rows": [[r["run"], r["requests"], r["p50_ms"], r["p99_ms"], round(r["requests_per_s"]),
                   round(r["scores_per_s"]), r["server_cpu_ms_per_request"]]
                  for r in results],
-        "note": f"each run bounded by {bounds['requests']:,} requests and {bounds['seconds']:g} s "
-        "after a warm-up; the client takes CPU from the server; rank-N scores N candidates "
-        "and returns the top 10.",
+        "note": f"each run bounded by {bounds['requests']:,} requests per client and "
+        f"{bounds['seconds']:g} s, after a warm-up; the clients run on the same cores as the "
+        "server; rank-N scores N candidates and returns the top 10.",
     }  # fmt: skip
 
     def check(what: str, value: float, unit: str, target: float, at_most: bool = True) -> dict:
