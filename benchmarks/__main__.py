@@ -41,7 +41,9 @@ SUITES = [
     ("predict", "bench_predict", "Prediction"),
     ("serve", "bench_serve", "Serving"),
     ("scale", "bench_scale", "Scale"),
+    ("bad_rows", "bench_bad_rows", "Reading CSV with bad-row checks"),
     ("movielens", "bench_movielens", "MovieLens"),
+    ("recommend", "bench_recommend", "MovieLens recommendations"),
     ("quality", "bench_quality", "Quality"),
     ("tf", "bench_tf", "TensorFlow 2.15 estimator, side by side"),
 ]

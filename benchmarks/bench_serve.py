@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -33,12 +34,14 @@ HOST = "127.0.0.1"
 ITEM_KEYS = ("occupation", "education", "education_num")
 
 
-def census_export(workdir: Path) -> Path:
-    """A census model trained for 2 epochs (a few seconds), exported under ``workdir/exp``."""
+def census_export(workdir: Path, epochs: int = 2) -> Path:
+    """A census model trained for ``epochs`` (a few seconds), exported under ``workdir/exp``."""
     from widedeep.cli import main
 
-    code = main(["train", "--train_epochs", "2", "--model_dir", str(workdir / "model"),
-                 "--export_dir", str(workdir / "exp"), "--quiet", "--threads", "1"])  # fmt: skip
+    with contextlib.redirect_stdout(sys.stderr):  # the training summary is not our output
+        code = main(["train", "--train_epochs", str(epochs), "--quiet", "--threads", "1",
+                     "--model_dir", str(workdir / "model"),
+                     "--export_dir", str(workdir / "exp")])  # fmt: skip
     assert code == 0
     return workdir / "exp"
 
@@ -166,17 +169,19 @@ def summary(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="export base or export (default: train a census one)")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=3000, help="per run (all clients)")
-    parser.add_argument("--seconds", type=float, default=15.0, help="per run, at most")
-    parser.add_argument("--stacks", action="store_true", help="also compare HTTP stacks")
-    parser.add_argument("--out", help="write the results as JSON here")
-    args = parser.parse_args()
-
+def measure(
+    model: Path | None,
+    workers: int,
+    clients: int = 8,
+    requests: int = 3000,
+    seconds: float = 15.0,
+    stacks: bool = False,
+    warmup: tuple[int, float] = (200, 5.0),
+    train_epochs: int = 2,
+) -> list[dict]:
+    """The three runs (and with ``stacks`` the HTTP stacks alone) against a server started
+    here; ``model`` None trains and exports a census model first. Each run is bounded by
+    ``requests`` and ``seconds``, each warm-up by ``warmup`` (requests, seconds)."""
     import uvloop
 
     from widedeep.datasets import census
@@ -187,7 +192,7 @@ def main() -> None:
     items = [{k: r[k] for k in ITEM_KEYS} for r in rows[1:]]
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else census_export(Path(tmp))
+        model = model if model else census_export(Path(tmp), train_epochs)
         predict = request("/v1/models/default:predict", {"instances": rows[:1]})
         status = f"GET /v1/models/default HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
         rank = {k: request("/v1/models/default:rank",
@@ -196,27 +201,27 @@ def main() -> None:
         results = []
 
         def single(proc, port, data: bytes, name: str) -> None:
-            blocking_run(port, data, 200, 5)  # warm-up
+            blocking_run(port, data, *warmup)
             cpu = server_cpu_seconds(proc)
-            times = blocking_run(port, data, args.requests, args.seconds)
+            times = blocking_run(port, data, requests, seconds)
             results.append(summary(name, times, sum(times), 1, server_cpu_seconds(proc) - cpu))
 
-        proc, port = start_server(model, args.workers)
+        proc, port = start_server(model, workers)
         try:
             single(proc, port, predict, "predict-1, 1 client")
             for k in (100, 1000):
-                uvloop.run(concurrent_run(port, rank[k], args.clients, 200, 5))  # warm-up
+                uvloop.run(concurrent_run(port, rank[k], clients, *warmup))
                 cpu = server_cpu_seconds(proc)
                 times, wall, pids = uvloop.run(
-                    concurrent_run(port, rank[k], args.clients, args.requests, args.seconds)
+                    concurrent_run(port, rank[k], clients, requests, seconds)
                 )
                 cpu = server_cpu_seconds(proc) - cpu
-                results.append(summary(f"rank-{k}, {args.clients} clients", times, wall, k, cpu))
+                results.append(summary(f"rank-{k}, {clients} clients", times, wall, k, cpu))
                 results[-1]["connections_per_worker"] = sorted(pids.count(p) for p in set(pids))
         finally:
             proc.terminate()
             proc.wait(30)
-        if args.stacks:  # the HTTP stack alone (no model work), and the slower pure-Python one
+        if stacks:  # the HTTP stack alone (no model work), and the slower pure-Python one
             for http, loop in (("httptools", "uvloop"), ("h11", "asyncio")):
                 proc, port = start_server(model, 1, http, loop)
                 try:
@@ -225,6 +230,65 @@ def main() -> None:
                 finally:
                     proc.terminate()
                     proc.wait(30)
+    return results
+
+
+def run(quick: bool = False) -> dict:
+    """For ``python -m benchmarks``: each run bounded by 2,000 requests per client and 3 s
+    (quick: 20 requests, 1 s, one worker), one worker per core, with issue 8's checks."""
+    workers = 1 if quick else len(os.sched_getaffinity(0))
+    bounds = {"requests": 20, "seconds": 1.0, "warmup": (5, 1.0), "train_epochs": 1}
+    if not quick:
+        bounds = {"requests": 2000, "seconds": 3.0, "warmup": (100, 1.0)}
+    results = measure(None, workers, **bounds)
+    by = {r["run"].split(",")[0]: r for r in results}
+    one, r100, r1000 = by["predict-1"], by["rank-100"], by["rank-1000"]
+    table = {
+        "title": f"`widedeep serve`, census model, {workers} worker(s), loopback HTTP, "
+        "keep-alive clients on the same machine",
+        "columns": ["run", "requests", "p50 ms", "p99 ms", "requests/s", "scores/s",
+                    "server CPU ms / request"],
+        "rows": [[r["run"], r["requests"], r["p50_ms"], r["p99_ms"], round(r["requests_per_s"]),
+                  round(r["scores_per_s"]), r["server_cpu_ms_per_request"]]
+                 for r in results],
+        "note": f"each run bounded by {bounds['requests']:,} requests per client and "
+        f"{bounds['seconds']:g} s, after a warm-up; the clients run on the same cores as the "
+        "server; rank-N scores N candidates and returns the top 10.",
+    }  # fmt: skip
+
+    def check(what: str, value: float, unit: str, target: float, at_most: bool = True) -> dict:
+        shown = f"{value:,.0f}" if unit == "" else f"{value:.3g} {unit}"
+        sign = "<=" if at_most else ">="
+        return {
+            "what": what,
+            "measured": shown,
+            "target": f"{sign} {target:,g}{' ' + unit if unit else ''}",
+            "ok": value <= target if at_most else value >= target,
+        }
+
+    checks = [
+        check("serve: predict one row p50 (1 client)", one["p50_ms"], "ms", 1),
+        check("serve: predict one row p99 (1 client)", one["p99_ms"], "ms", 3),
+        check("serve: rank 100 candidates p50 (8 clients)", r100["p50_ms"], "ms", 3),
+        check("serve: rank 100 candidates p99 (8 clients)", r100["p99_ms"], "ms", 10),
+        check("serve: candidate scores/s at saturation (rank-1000)", r1000["scores_per_s"], "",
+              200_000, at_most=False),
+    ]  # fmt: skip
+    return {"workers": workers, "results": results, "tables": [table], "checks": checks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="export base or export (default: train a census one)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=3000, help="per run (all clients)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per run, at most")
+    parser.add_argument("--stacks", action="store_true", help="also compare HTTP stacks")
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    model = Path(args.model) if args.model else None
+    results = measure(model, args.workers, args.clients, args.requests, args.seconds, args.stacks)
 
     print(f"widedeep serve, census model, {args.workers} workers, loopback, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip

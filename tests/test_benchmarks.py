@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import statistics
 import sys
 import types
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks import __main__ as entry
-from benchmarks import bench_tf, bench_train
+from benchmarks import bench_movielens, bench_quality, bench_tf, bench_train
 from widedeep.datasets.census import census_spec, load_census
 from widedeep.model import ModelConfig, WideDeep
 
@@ -39,6 +40,57 @@ def test_quick_run_writes_report(tmp_path):
     assert "skipped" in encode or "tables" in encode
     md = (tmp_path / "report.md").read_text()
     assert report["date"] in md and "| batch |" in md
+
+
+def test_quick_run_of_the_other_suites(tmp_path):
+    suites = "encode,predict,serve,scale,bad_rows,movielens,recommend,quality"
+    assert entry.main(["--quick", "--only", suites, "--out-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())["suites"]
+    assert set(report) == set(suites.split(","))
+    # recommend needs a trained MovieLens model: never in a smoke run
+    assert "quick run" in report.pop("recommend")["skipped"]
+    for name, result in report.items():
+        assert result["tables"], name
+        for t in result["tables"]:
+            assert all(len(row) == len(t["columns"]) for row in t["rows"]), name
+        for c in result.get("checks", []):
+            assert set(c) == {"what", "measured", "target", "ok"} and isinstance(c["ok"], bool)
+    assert report["encode"]["rows"] == 2000 and report["encode"]["bulk_rows_per_s"] > 0
+    (encode_check,) = report["encode"]["checks"]
+    assert encode_check["ok"] == (report["encode"]["bulk_rows_per_s"] >= 1_000_000)
+    # serve: one row per predict request, k candidates scored per rank-k request
+    for r in report["serve"]["results"]:
+        per_request = 1 if r["run"].startswith("predict") else int(r["run"][5:].split(",")[0])
+        assert r["scores_per_s"] == pytest.approx(r["requests_per_s"] * per_request)
+    stream = report["scale"]["stream"]
+    assert [s["mode"] for s in stream] == ["memory", "stream"]
+    assert all(s["rows"] == 2000 for s in stream)
+    bad = report["bad_rows"]
+    assert bad["rows"] == 2000 and bad["bad"]["skipped"] == 20  # every 100th row damaged
+    assert report["movielens"]["this_run"] is None  # quick: the committed figures only
+    md = (tmp_path / "report.md").read_text()
+    assert "#### Quality" in md and "#### Scale" in md
+    assert "Not measured in this run: recommend" in md
+
+
+def test_quality_suite_renders_the_committed_study():
+    result = bench_quality.run(quick=True)
+    study = json.loads(bench_quality.RESULTS_JSON.read_text())["systems"]
+    best = [r["auc"] for r in study["widedeep --preset best"]["runs"]]
+    row = next(r for r in result["tables"][0]["rows"] if r[0] == "widedeep --preset best")
+    assert row[3] == f"{statistics.fmean(best):.4f} ± {statistics.stdev(best):.4f}"
+    auc_check = result["checks"][0]
+    assert auc_check["ok"] == (statistics.fmean(best) >= 0.928)
+    assert result["fresh_best_seed0"] is None
+
+
+def test_movielens_suite_without_the_data_reads_committed_figures(tmp_path):
+    result = bench_movielens.run(quick=False, data_dir=tmp_path / "ml-100k")
+    assert result["this_run"] is None and "is absent" in result["tables"][0]["note"]
+    committed = json.loads(bench_movielens.RESULTS_JSON.read_text())["models"]["wide_deep"]
+    hr, ndcg = result["checks"]
+    assert hr["measured"] == f"{committed['hr@10'][0]:.3f}"
+    assert ndcg["ok"] == (committed["ndcg@10"][0] >= 0.11)
 
 
 def test_missing_or_broken_suite_does_not_stop_the_others(monkeypatch):
