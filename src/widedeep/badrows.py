@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import feature_column as fc
-from .columnar import DataError, _column, _strings
+from .columnar import DataError, _column, _is_number_type, _strings
 from .transform import FeatureSpec
 
 POLICIES = ("error", "skip")
@@ -233,12 +233,7 @@ def _numbers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         ok = pc.match_substring_regex(arr, _FLOAT_PATTERN, ignore_case=True).fill_null(True)
         unparsable = ~ok.to_numpy(zero_copy_only=False)
         arr = pc.if_else(ok, arr, None)
-    if not (
-        pa.types.is_integer(arr.type)
-        or pa.types.is_floating(arr.type)
-        or pa.types.is_boolean(arr.type)
-        or pa.types.is_null(arr.type)
-    ):
+    if not _is_number_type(arr.type):
         try:
             arr = pc.cast(arr, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -241,17 +241,22 @@ def _missing_mask(dictionary: pa.Array) -> np.ndarray:
     return pc.equal(dictionary, "").fill_null(True).to_numpy(zero_copy_only=False)
 
 
+def _is_number_type(t: pa.DataType) -> bool:
+    """Arrow types that read as numbers without parsing text."""
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or (pa.types.is_null(t))
+    )
+
+
 def _to_float(arr: pa.Array, key: str, allow_null: bool) -> np.ndarray:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         arr = pc.if_else(pc.equal(pc.utf8_trim_whitespace(arr), ""), None, arr)
-    if not (
-        pa.types.is_integer(arr.type)
-        or pa.types.is_floating(arr.type)
-        or pa.types.is_boolean(arr.type)
-        or pa.types.is_null(arr.type)
-    ):
+    if not _is_number_type(arr.type):
         try:
             arr = pc.cast(arr, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
