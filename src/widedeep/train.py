@@ -200,21 +200,15 @@ def make_optimizers(model: WideDeep, num_wide_columns: int, config: TrainConfig)
 
 
 @torch.no_grad()
-def predict_logits(model: WideDeep, data: Batch | Source) -> tuple[torch.Tensor, Batch | None]:
-    """Logits for every row, in order, in chunks; also the rows' labels when streaming."""
+def predict_logits(model: WideDeep, data: Batch) -> torch.Tensor:
+    """Logits for every row of an encoded batch, in order, in chunks, in eval mode."""
     was_training = model.training
     model.eval()
     try:
-        if isinstance(data, Batch):
-            chunks = [
-                model(data.index(slice(i, i + EVAL_CHUNK))) for i in range(0, len(data), EVAL_CHUNK)
-            ]
-            return torch.cat(chunks) if chunks else torch.zeros(0, 1), None
-        logits, labels = [], []
-        for batch in data.epoch(0):
-            logits.append(model(batch))
-            labels.append(batch)
-        return torch.cat(logits), Batch.concat(labels)
+        chunks = [
+            model(data.index(slice(i, i + EVAL_CHUNK))) for i in range(0, len(data), EVAL_CHUNK)
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, model.config.n_outputs)
     finally:
         model.train(was_training)
 
@@ -229,7 +223,7 @@ def evaluate(model: WideDeep, data: Batch | Source, head: str, batch_size: int |
     ctx = distributed.current()
     if isinstance(data, Batch):
         data = data.index(ctx.shard(len(data)))
-        logits, _ = predict_logits(model, data.to(ctx.device))
+        logits = predict_logits(model, data.to(ctx.device))
         label, weight = data.label, data.weight
     else:
         logits, label, weight = _stream_predictions(model, data, ctx.device)
