@@ -483,6 +483,7 @@ class _RowCall:
 def _scalar_hash_fn(key: str, cache: dict[str, int]) -> Any:
     """row -> the string hash of ``row[key]`` (-1 = missing), for a cross component."""
     no_kinds: set = set()
+    to_hash = _hash_fn(cache)
 
     def component(row: Mapping) -> int:
         v = row[key]
@@ -491,14 +492,7 @@ def _scalar_hash_fn(key: str, cache: dict[str, int]) -> Any:
             if h is not None:
                 return h
         v = _text(v, no_kinds)
-        if v is None:
-            return -1
-        h = cache.get(v)
-        if h is None:
-            if len(cache) > 1_000_000:
-                cache.clear()
-            h = cache[v] = hash_string(v)
-        return h
+        return -1 if v is None else to_hash(v)
 
     return component
 

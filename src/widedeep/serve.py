@@ -355,19 +355,8 @@ class App:
                 'the body must be a JSON object {"instances": [{feature: value, ...}, ...]}',
             )  # fmt: skip
         instances = payload["instances"]
-        if not isinstance(instances, list):
-            raise RequestError(
-                400, "invalid_request",
-                f'"instances" must be a list of objects, got {_type(instances)}',
-            )  # fmt: skip
-        if not instances:
-            raise RequestError(400, "invalid_request", '"instances" is empty; send at least one')
-        if len(instances) > self.config.max_instances:
-            raise RequestError(
-                413, "too_large",
-                f"{len(instances)} instances is over this server's limit of "
-                f"{self.config.max_instances}; split the request (--max_instances)",
-            )  # fmt: skip
+        _check_list(instances, "instances", self.config.max_instances,
+                    "split the request (--max_instances)")  # fmt: skip
         _check_rows(instances, loaded.input_keys, "instance", ())
         scores = _score(loaded.predictor, instances)
         self.slot.sample = instances[:1]
@@ -390,19 +379,8 @@ class App:
             raise RequestError(
                 400, "invalid_request", f'"context" must be an object, got {_type(context)}'
             )
-        if not isinstance(candidates, list):
-            raise RequestError(
-                400, "invalid_request",
-                f'"candidates" must be a list of objects, got {_type(candidates)}',
-            )  # fmt: skip
-        if not candidates:
-            raise RequestError(400, "invalid_request", '"candidates" is empty; send at least one')
-        if len(candidates) > self.config.max_candidates:
-            raise RequestError(
-                413, "too_large",
-                f"{len(candidates)} candidates is over this server's limit of "
-                f"{self.config.max_candidates}; send fewer (--max_candidates)",
-            )  # fmt: skip
+        _check_list(candidates, "candidates", self.config.max_candidates,
+                    "send fewer (--max_candidates)")  # fmt: skip
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise RequestError(400, "invalid_request", f'"k" must be a positive integer, got {k!r}')
         if loaded.predictor.head == "multiclass":
@@ -493,6 +471,20 @@ def _too_large_body(size: int, limit: int) -> RequestError:
 
 def _type(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string"}.get(type(value), repr(value))
+
+
+def _check_list(value: Any, name: str, limit: int, fix: str) -> None:
+    """A request's list of row objects: a non-empty list within the server's limit."""
+    if not isinstance(value, list):
+        raise RequestError(
+            400, "invalid_request", f'"{name}" must be a list of objects, got {_type(value)}'
+        )
+    if not value:
+        raise RequestError(400, "invalid_request", f'"{name}" is empty; send at least one')
+    if len(value) > limit:
+        raise RequestError(
+            413, "too_large", f"{len(value)} {name} is over this server's limit of {limit}; {fix}"
+        )
 
 
 def _check_rows(rows: list, keys: tuple[str, ...], what: str, given: Any) -> None:

@@ -391,7 +391,8 @@ def train(
                     state.step_in_epoch += 1
                     state.global_step += 1
                     examples += len(batch)
-                    running += loss.detach()
+                    if not bar.disable:  # the running loss only feeds the progress bar
+                        running += loss.detach()
                     if state.step_in_epoch % 200 == 0 and not bar.disable:
                         bar.set_postfix(loss=f"{running.item() / 200:.4g}", refresh=False)
                         running.zero_()
