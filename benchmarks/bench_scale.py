@@ -115,15 +115,23 @@ def bench_wide(args: argparse.Namespace) -> list[dict]:
     labels = torch.from_numpy((rng.random((steps + 5, b)) < 0.3).astype(np.float32))
     out = []
     for buckets in args.buckets:
-        ids = torch.from_numpy((hashed % np.uint64(buckets)).astype(np.int64) + 1)
-        dt = _time_ftrl(buckets, ids, labels, steps)
+        # int32, as the encoder gives them (Batch.wide_ids)
+        ids = torch.from_numpy((hashed % np.uint64(buckets)).astype(np.int32) + 1)
+        dt, cpu = _time_ftrl(buckets, ids, labels, steps)
         out.append(
             {
                 "buckets": buckets,
                 "batch": b,
                 "ids_per_row": k,
+                # rows FTRL updates per step: fewer on a small table, where ids collide
+                "distinct_ids_per_step": round(
+                    float(np.mean([len(torch.unique(ids[i])) for i in range(5, steps + 5)]))
+                ),
                 "examples_per_s": round(steps * b / dt),
                 "ms_per_step": round(1000 * dt / steps, 2),
+                # CPU time of this (one-thread) process: unlike wall time, not inflated
+                # when other jobs on a shared machine take the core away
+                "cpu_ms_per_step": round(1000 * cpu / steps, 2),
                 "peak_rss_mb": round(peak_rss_mb()),
             }
         )
@@ -131,8 +139,11 @@ def bench_wide(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def _time_ftrl(buckets: int, ids: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
-    """Seconds for ``steps`` FTRL steps of a sparse wide model (after 5 warm-up steps)."""
+def _time_ftrl(
+    buckets: int, ids: torch.Tensor, labels: torch.Tensor, steps: int
+) -> tuple[float, float]:
+    """Wall and CPU seconds for ``steps`` FTRL steps of a sparse wide model (after 5
+    warm-up steps)."""
     from widedeep.batch import Batch
     from widedeep.heads import training_loss
     from widedeep.model import ModelConfig, WideDeep
@@ -151,10 +162,10 @@ def _time_ftrl(buckets: int, ids: torch.Tensor, labels: torch.Tensor, steps: int
 
     for i in range(5):  # warm-up; the first step allocates FTRL's state
         step(i)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(5, steps + 5):
         step(i)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 # --------------------------------------------------------------------------- ddp

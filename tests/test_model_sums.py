@@ -58,3 +58,58 @@ def test_model_gives_the_same_logits_on_both_sides_of_the_threshold():
         chunks = [batch.index(slice(i, i + 100)) for i in range(0, len(batch), 100)]
         big = model(Batch.concat(chunks))
         torch.testing.assert_close(big, torch.cat([model(c) for c in chunks]))
+
+
+@pytest.mark.parametrize("weights", [None, WEIGHTS])
+@pytest.mark.parametrize("width", [1, 3])
+def test_sparse_wide_sum_equals_sparse_embedding_bag(weights, width):
+    """The huge-table sum: same values and gradient as the sparse bag, gradient deduplicated."""
+    from widedeep.model import _SparseWideSum
+
+    torch.manual_seed(0)
+    table = torch.randn(6, width)
+    table[0] = 0.0
+    fast_table = table.clone().requires_grad_()
+    bag_table = table.clone().requires_grad_()
+    upstream = torch.randn(len(IDS), width)
+
+    got = _SparseWideSum.apply(fast_table, IDS, weights)
+    want = F.embedding_bag(
+        IDS, bag_table, mode="sum", per_sample_weights=weights, padding_idx=0, sparse=True
+    )
+    (got * upstream).sum().backward()
+    (want * upstream).sum().backward()
+
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(fast_table.grad.to_dense(), bag_table.grad.to_dense())
+    rows = fast_table.grad._indices()[0].tolist()
+    assert rows == [1, 2, 3, 4, 5]  # each id once, sorted, padding row 0 left out
+
+
+def test_sparse_wide_sum_reads_a_column_slice_of_a_wider_table():
+    """FTRL keeps the weights as columns of a [weight | accum | linear] table (optim.py)."""
+    from widedeep.model import _SparseWideSum
+
+    wide = torch.randn(6, 3)
+    wide[0] = 0.0
+    got = _SparseWideSum.apply(wide[:, :1], IDS, WEIGHTS)
+    want = F.embedding_bag(IDS, wide[:, :1].contiguous(), mode="sum", per_sample_weights=WEIGHTS)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_unique_inverse_equals_torch_unique(dtype):
+    from widedeep.model import unique_inverse
+
+    gen = torch.Generator().manual_seed(0)
+    for ids in [
+        torch.randint(0, 50, (64, 7), generator=gen, dtype=dtype),
+        torch.randint(0, 2**31 - 1, (8, 3), generator=gen, dtype=dtype),
+        torch.tensor([[-3, 5, -3, 0]], dtype=dtype),
+        torch.zeros(0, 4, dtype=dtype),
+    ]:
+        uniq, inverse = unique_inverse(ids)
+        want_uniq, want_inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+        assert torch.equal(uniq, want_uniq.long())
+        assert torch.equal(inverse, want_inverse.reshape(-1))
+        assert torch.equal(uniq[inverse], ids.reshape(-1).long())  # the defining property

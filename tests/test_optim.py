@@ -259,3 +259,61 @@ def test_bad_hyperparameters():
     for kw in (dict(lr=0.0), dict(lr_power=0.5), dict(l1=-1.0), dict(l2=-0.1)):
         with pytest.raises(ValueError):
             Ftrl(p, **kw)
+
+
+def _train_sparse(emb, opt, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        ids = torch.randint(0, 40, (16, 5), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        ((emb(ids) - torch.randn(16, emb.weight.shape[1], generator=gen)) ** 2).sum().backward()
+        opt.step()
+
+
+def test_packed_table_equals_separate_tensors(monkeypatch):
+    """A large sparse table keeps weight, accum and linear in one table: same numbers."""
+    import widedeep.optim as optim
+
+    a, _ = _embedding_pair(60, 2)
+    b = nn.EmbeddingBag(60, 2, mode="sum", sparse=True)
+    b.weight.data.copy_(a.weight.data)
+    kw = dict(lr=0.1, l1=0.01, l2=0.05)
+    monkeypatch.setattr(optim, "PACK_MIN_BYTES", 0)  # a is "large"
+    opt_a = Ftrl(a.parameters(), **kw)
+    _train_sparse(a, opt_a, 4, seed=1)
+    monkeypatch.setattr(optim, "PACK_MIN_BYTES", 1 << 60)  # b is not
+    opt_b = Ftrl(b.parameters(), **kw)
+    _train_sparse(b, opt_b, 4, seed=1)
+
+    assert a.weight.stride() == (6, 1) and b.weight.is_contiguous()  # a really is packed
+    assert torch.equal(a.weight, b.weight)
+    for key in ("accum", "linear"):
+        saved = opt_a.state_dict()["state"][0][key]
+        assert saved.shape == a.weight.shape  # checkpoints keep the parameter's shape
+        assert torch.equal(saved, opt_b.state[b.weight][key])
+
+
+def test_packed_table_resumes_from_a_state_dict(monkeypatch):
+    """Saving and loading the packed state (contiguous copies) continues exactly."""
+    import widedeep.optim as optim
+
+    monkeypatch.setattr(optim, "PACK_MIN_BYTES", 0)
+    a, _ = _embedding_pair(60, 2)
+    opt_a = Ftrl(a.parameters(), lr=0.1, l1=0.01)
+    _train_sparse(a, opt_a, 3, seed=1)
+    saved_w = a.weight.detach().clone()
+    state = opt_a.state_dict()
+    saved = {
+        "state": {0: {k: v.contiguous().clone() for k, v in state["state"][0].items()}},
+        "param_groups": state["param_groups"],
+    }
+    _train_sparse(a, opt_a, 3, seed=2)  # the uninterrupted run
+
+    c = nn.EmbeddingBag(60, 2, mode="sum", sparse=True)
+    c.weight.data.copy_(saved_w)
+    opt_c = Ftrl(c.parameters(), lr=0.1, l1=0.01)
+    opt_c.load_state_dict(saved)
+    _train_sparse(c, opt_c, 3, seed=2)  # the resumed run: repacks at its first step
+    assert c.weight.stride() == (6, 1)
+    assert torch.equal(c.weight, a.weight)
+    assert torch.equal(opt_c.state[c.weight]["linear"], opt_a.state[a.weight]["linear"])

@@ -17,6 +17,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -218,37 +219,84 @@ def _bag_sum_by_one_hot(
 
 
 class _SparseWideSum(torch.autograd.Function):
-    """Σ weight[id] · w per row, id 0 adding nothing, with a sparse COO gradient.
+    """Σ weight[id] · w per row, id 0 adding nothing, with a coalesced sparse COO gradient.
 
     The same function and gradient as ``EmbeddingBag(mode="sum", padding_idx=0,
-    sparse=True)``, but the forward pass runs the bag kernel without
-    ``padding_idx`` (row 0 stays zero: it never receives a gradient), which on a
-    10^8-row table is several times faster.
+    sparse=True)``, built for huge tables: the batch's ids are deduplicated once, each
+    touched row is read once (on a 10^8-row table every read is a cache miss), the
+    bag runs on those few rows, and the backward pass sums the gradient per distinct
+    id with ``index_add`` -- so the gradient comes out coalesced (sorted, unique
+    indices) and the optimizer does not sort it again. Row 0 (padding) stays zero:
+    it never receives a gradient.
     """
 
     @staticmethod
     def forward(ctx, weight, ids, per_sample_weights):
-        ctx.save_for_backward(ids, per_sample_weights)
+        uniq, inverse = unique_inverse(ids)
+        ctx.save_for_backward(uniq, inverse, per_sample_weights)
         ctx.rows = weight.shape[0]
         return nn.functional.embedding_bag(
-            ids, weight, mode="sum", per_sample_weights=per_sample_weights
+            inverse.view(ids.shape),
+            _gather_rows(weight, uniq),
+            mode="sum",
+            per_sample_weights=per_sample_weights,
         )
 
     @staticmethod
     def backward(ctx, grad_out):
-        ids, per_sample_weights = ctx.saved_tensors
-        flat = ids.reshape(-1)
-        keep = flat != 0
-        values = grad_out.repeat_interleave(ids.shape[1], dim=0)
+        uniq, inverse, per_sample_weights = ctx.saved_tensors
+        values = grad_out.repeat_interleave(inverse.numel() // grad_out.shape[0], dim=0)
         if per_sample_weights is not None:
             values = values * per_sample_weights.reshape(-1, 1)
+        grad = values.new_zeros(uniq.numel(), grad_out.shape[1]).index_add_(0, inverse, values)
+        if uniq.numel() and int(uniq[0]) == 0:  # padding: no gradient
+            uniq, grad = uniq[1:], grad[1:]
         grad = torch.sparse_coo_tensor(
-            flat[keep][None],
-            values[keep],
-            (ctx.rows, grad_out.shape[1]),
+            uniq[None], grad, (ctx.rows, grad_out.shape[1]), is_coalesced=True,
             check_invariants=False,
-        )
+        )  # fmt: skip
         return grad, None, None
+
+
+def _gather_rows(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``weight.index_select(0, index)``, fast also when ``weight`` is a column slice.
+
+    FTRL keeps a huge sparse table's weights as a slice of a wider table (each row
+    ``[weight | accum | linear]``, see :mod:`widedeep.optim`); ``index_select`` on such a
+    view takes PyTorch's generic strided path (~2.5x slower on 10^8 rows), while
+    gathering the underlying whole rows and slicing them reads the same cache lines.
+    """
+    rows, width = weight.shape
+    stride, offset = weight.stride(0), weight.storage_offset()
+    whole_rows_fit = offset + rows * stride <= weight.untyped_storage().nbytes() // weight.itemsize
+    if weight.stride(1) != 1 or stride == width or not whole_rows_fit:
+        return weight.index_select(0, index)
+    table = weight.detach().as_strided((rows, stride), (stride, 1), offset)
+    return table.index_select(0, index)[:, :width]
+
+
+def unique_inverse(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(ids, return_inverse=True)`` (flattened, int64), faster on CPU.
+
+    PyTorch's CPU sort takes ~3 ms for the 30k ids of a batch of 1024 rows; NumPy sorts
+    the ids packed with their positions into one int64 key 8x faster.
+    """
+    if ids.device.type != "cpu" or ids.dtype != torch.int32:
+        uniq, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+        return uniq.long(), inverse.reshape(-1)
+    flat = ids.reshape(-1).numpy().astype(np.int64)
+    n = flat.size
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
+    keys = np.sort((flat << 32) | np.arange(n, dtype=np.int64))  # id, then position
+    ordered = keys >> 32
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[keys & 0xFFFFFFFF] = np.cumsum(first) - 1
+    return torch.from_numpy(ordered[first]), torch.from_numpy(inverse)
 
 
 def _init_embedding(weight: torch.Tensor, initializer: str | None, dimension: int) -> None:

@@ -8,7 +8,9 @@ not depend on the size of the table.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -82,8 +84,12 @@ class Ftrl(torch.optim.Optimizer):
       paper retrains each new model from the previous one) would otherwise lose its
       wide weights on the first step that touches them.
 
-    Both are plain tensors of the parameter's shape, so ``state_dict()`` /
-    ``load_state_dict()`` round-trip and can be written with safetensors.
+    Both are tensors of the parameter's shape, so ``state_dict()`` /
+    ``load_state_dict()`` round-trip and can be written with safetensors. For a 2-D
+    parameter of at least :data:`PACK_MIN_BYTES` trained by sparse gradients (a huge
+    wide table) they are column slices of one ``[rows, 3 * width]`` table that also
+    holds the parameter's data -- ``p.data`` becomes a slice of it at the first step --
+    so that a step reads and writes each touched row in one place (see ``_pack_``).
 
     Args:
         params: parameters or parameter groups.
@@ -132,10 +138,15 @@ class Ftrl(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if len(state) == 0:
-                    _init_state(state, p, lr, lr_power, accum0, l1, l2)
+                    pack = grad.is_sparse and _packable(p)
+                    _init_state(state, p, lr, lr_power, accum0, l1, l2, pack)
                 accum, linear = state["accum"], state["linear"]
                 if grad.is_sparse:
-                    _sparse_step(p, grad, accum, linear, lr, lr_power, l1, l2)
+                    table = _table_of(p, accum, linear)
+                    if table is None and _packable(p):  # e.g. state loaded from a checkpoint
+                        table = _pack_(p, state, accum, linear)
+                        accum, linear = state["accum"], state["linear"]
+                    _sparse_step(p, grad, accum, linear, table, lr, lr_power, l1, l2)
                 else:
                     if grad.layout != torch.strided:
                         raise ValueError(
@@ -170,6 +181,7 @@ def _init_state(
     accum0: float,
     l1: float,
     l2: float,
+    pack: bool = False,
 ) -> None:
     q0 = accum0 ** (-lr_power) / lr + 2.0 * l2
     if q0 <= 0.0 and bool(torch.any(p != 0)):
@@ -177,9 +189,13 @@ def _init_state(
             "Ftrl: non-zero starting weights cannot be kept with initial_accumulator_value=0 "
             "and l2=0; use initial_accumulator_value > 0 (TensorFlow's default is 0.1)"
         )
-    state["accum"] = torch.full_like(p, accum0, memory_format=torch.preserve_format)
+    if pack:  # no separate full-size state tensors: straight into the packed table
+        _pack_(p, state, accum0, None)
+        linear = state["linear"].copy_(p.detach()).mul_(-q0)
+    else:
+        state["accum"] = torch.full_like(p, accum0, memory_format=torch.preserve_format)
+        linear = p.detach().mul(-q0)
     # linear = -w*q0 - sign(w)*l1: makes the current weights a fixed point (see docstring).
-    linear = p.detach().mul(-q0)
     if l1 > 0.0:
         linear.sub_(p.detach().sign(), alpha=l1)
     state["linear"] = linear
@@ -217,21 +233,26 @@ def _sparse_step(
     grad: torch.Tensor,
     accum: torch.Tensor,
     linear: torch.Tensor,
+    table: torch.Tensor | None,
     lr: float,
     lr_power: float,
     l1: float,
     l2: float,
 ) -> None:
-    grad = grad.coalesce()  # sums duplicate indices
     if grad.sparse_dim() != 1:
         raise ValueError(
             "Ftrl: sparse gradients must be sparse along the first dimension only "
             f"(as nn.Embedding / nn.EmbeddingBag give), got sparse_dim={grad.sparse_dim()}"
         )
-    rows = grad.indices()[0]
+    rows, values = _unique_rows(grad)
     if rows.numel() == 0:
         return
-    values = grad.values()
+    if table is not None:  # one gather and one scatter of [weight | accum | linear] rows
+        block = table.index_select(0, rows)
+        w_rows, accum_rows, linear_rows = block.split(p.shape[1], dim=1)
+        _ftrl_update_(w_rows, values, accum_rows, linear_rows, lr, lr_power, l1, l2)
+        table.index_copy_(0, rows, block)
+        return
     w_rows = p.index_select(0, rows)
     accum_rows = accum.index_select(0, rows)
     linear_rows = linear.index_select(0, rows)
@@ -239,3 +260,92 @@ def _sparse_step(
     p.index_copy_(0, rows, w_rows)
     accum.index_copy_(0, rows, accum_rows)
     linear.index_copy_(0, rows, linear_rows)
+
+
+# --------------------------------------------------------------------------- the packed table
+# A sparse step on a huge table waits on memory: each touched row is a cache (and TLB)
+# miss in every array it reads.  Keeping a row's weight, accum and linear side by side
+# in one [rows, 3 * width] table makes that one miss instead of three, and the forward
+# pass's read of the weights brings in the optimizer's state with them.
+
+PACK_MIN_BYTES = 1 << 20
+"""Sparse-gradient parameters at least this large get the packed table (and huge pages)."""
+
+
+def _table_of(p: torch.Tensor, accum: torch.Tensor, linear: torch.Tensor) -> torch.Tensor | None:
+    """The packed [rows, 3 * width] table holding ``p``, ``accum`` and ``linear``, if any."""
+    if p.dim() != 2 or p.stride() != (3 * p.shape[1], 1):
+        return None
+    width, base = p.shape[1], p.untyped_storage().data_ptr()
+    offset = p.storage_offset()
+    for k, t in enumerate((accum, linear), start=1):
+        same_storage = t.untyped_storage().data_ptr() == base
+        if not (same_storage and t.stride() == p.stride()) or (
+            t.storage_offset() != offset + k * width
+        ):
+            return None
+    return p.detach().as_strided((p.shape[0], 3 * width), (3 * width, 1), offset)
+
+
+def _packable(p: torch.Tensor) -> bool:
+    return p.dim() == 2 and p.numel() * p.element_size() >= PACK_MIN_BYTES
+
+
+def _pack_(
+    p: torch.Tensor,
+    state: dict[str, Any],
+    accum: torch.Tensor | float,
+    linear: torch.Tensor | None,
+) -> torch.Tensor:
+    """Move a 2-D parameter and its FTRL state (tensors, or a fill value / None to leave
+    it unset) into one packed table, and return the table.
+
+    ``p`` keeps its identity (the module still holds it) but its data become a
+    strided view of the table, as do ``state["accum"]`` and ``state["linear"]``;
+    ``state_dict()`` still gives tensors of the parameter's shape (saved contiguous).
+    """
+    rows, width = p.shape
+    table = torch.empty(rows, 3 * width, dtype=p.dtype, device=p.device)
+    _advise_huge_pages(table)  # before the first touch, which the copies below are
+    table[:, :width] = p.detach()
+    p.data = table[:, :width]  # each old tensor is freed as soon as it is copied
+    table[:, width : 2 * width] = accum
+    state["accum"] = table[:, width : 2 * width]
+    if linear is not None:
+        table[:, 2 * width :] = linear
+    state["linear"] = table[:, 2 * width :]
+    return table
+
+
+def _advise_huge_pages(t: torch.Tensor) -> None:
+    """Ask Linux for transparent huge pages under ``t`` (best effort, CPU only).
+
+    With 4 KiB pages a random row of a 1 GB table is also a TLB miss; with 2 MiB pages
+    the page walks mostly go.  Systems that set THP to "madvise" (the default of many
+    distributions) give them only on request; elsewhere this does nothing.
+    """
+    if t.device.type != "cpu" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        page = 1 << 21
+        start = (t.data_ptr() + page - 1) // page * page
+        end = (t.data_ptr() + t.numel() * t.element_size()) // page * page
+        if end > start:
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 14)  # MADV_HUGEPAGE
+    except (OSError, AttributeError):
+        pass
+
+
+def _unique_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices (each once) and summed values of a sparse COO gradient.
+
+    Autograd drops the "coalesced" flag when it stores a gradient, so an already
+    deduplicated gradient (the wide model's) is recognised by its strictly increasing
+    indices -- a linear check -- rather than sorted again by ``coalesce()``.
+    """
+    if not grad.is_coalesced():
+        rows = grad._indices()[0]
+        if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
+            grad = grad.coalesce()  # sums duplicate indices
+    return grad._indices()[0], grad._values()
