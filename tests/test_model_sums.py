@@ -99,7 +99,7 @@ def test_sparse_wide_sum_reads_a_column_slice_of_a_wider_table():
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 def test_unique_inverse_equals_torch_unique(dtype):
-    from widedeep.model import unique_inverse
+    from widedeep.sparse import unique_inverse
 
     gen = torch.Generator().manual_seed(0)
     for ids in [

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .batch import Batch
+from .sparse import sum_rows, unique_rows
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,12 @@ def sync_sparse_grads(model: nn.Module, ctx: Context) -> None:
                 torch.zeros((0, *p.shape[1:]), dtype=p.dtype, device=p.device),
                 p.shape,
             )
-        grad = grad.coalesce()
-        indices = gather_rows(grad.indices()[0], ctx)
-        values = gather_rows(grad.values(), ctx)
+        rows, values = unique_rows(grad)
+        # rows touched on several ranks arrive once per rank: summed here, with a fast
+        # sort, so that the optimizer gets a deduplicated gradient
+        rows, values = sum_rows(gather_rows(rows, ctx), gather_rows(values, ctx))
         p.grad = torch.sparse_coo_tensor(
-            indices[None], values / ctx.world, p.shape, check_invariants=False
+            rows[None], values.div_(ctx.world), p.shape, is_coalesced=True, check_invariants=False
         )
 
 

@@ -17,11 +17,11 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from .batch import Batch
+from .sparse import unique_inverse
 
 MODEL_TYPES = ("wide", "deep", "wide_deep")
 
@@ -273,30 +273,6 @@ def _gather_rows(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return weight.index_select(0, index)
     table = weight.detach().as_strided((rows, stride), (stride, 1), offset)
     return table.index_select(0, index)[:, :width]
-
-
-def unique_inverse(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.unique(ids, return_inverse=True)`` (flattened, int64), faster on CPU.
-
-    PyTorch's CPU sort takes ~3 ms for the 30k ids of a batch of 1024 rows; NumPy sorts
-    the ids packed with their positions into one int64 key 8x faster.
-    """
-    if ids.device.type != "cpu" or ids.dtype != torch.int32:
-        uniq, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
-        return uniq.long(), inverse.reshape(-1)
-    flat = ids.reshape(-1).numpy().astype(np.int64)
-    n = flat.size
-    if n == 0:
-        empty = torch.zeros(0, dtype=torch.long)
-        return empty, empty
-    keys = np.sort((flat << 32) | np.arange(n, dtype=np.int64))  # id, then position
-    ordered = keys >> 32
-    first = np.empty(n, dtype=bool)
-    first[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[keys & 0xFFFFFFFF] = np.cumsum(first) - 1
-    return torch.from_numpy(ordered[first]), torch.from_numpy(inverse)
 
 
 def _init_embedding(weight: torch.Tensor, initializer: str | None, dimension: int) -> None:

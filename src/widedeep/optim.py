@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .sparse import unique_rows
+
 # Defaults of tensorflow_estimator/python/estimator/canned/dnn_linear_combined.py
 # (DNNLinearCombinedClassifier, the wide & deep estimator), where they are described
 # as "a historical artifact of the initial implementation".
@@ -244,7 +246,7 @@ def _sparse_step(
             "Ftrl: sparse gradients must be sparse along the first dimension only "
             f"(as nn.Embedding / nn.EmbeddingBag give), got sparse_dim={grad.sparse_dim()}"
         )
-    rows, values = _unique_rows(grad)
+    rows, values = unique_rows(grad)
     if rows.numel() == 0:
         return
     if table is not None:  # one gather and one scatter of [weight | accum | linear] rows
@@ -335,17 +337,3 @@ def _advise_huge_pages(t: torch.Tensor) -> None:
             libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 14)  # MADV_HUGEPAGE
     except (OSError, AttributeError):
         pass
-
-
-def _unique_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices (each once) and summed values of a sparse COO gradient.
-
-    Autograd drops the "coalesced" flag when it stores a gradient, so an already
-    deduplicated gradient (the wide model's) is recognised by its strictly increasing
-    indices -- a linear check -- rather than sorted again by ``coalesce()``.
-    """
-    if not grad.is_coalesced():
-        rows = grad._indices()[0]
-        if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
-            grad = grad.coalesce()  # sums duplicate indices
-    return grad._indices()[0], grad._values()
