@@ -95,21 +95,3 @@ def test_sparse_wide_sum_reads_a_column_slice_of_a_wider_table():
     got = _SparseWideSum.apply(wide[:, :1], IDS, WEIGHTS)
     want = F.embedding_bag(IDS, wide[:, :1].contiguous(), mode="sum", per_sample_weights=WEIGHTS)
     torch.testing.assert_close(got, want)
-
-
-@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
-def test_unique_inverse_equals_torch_unique(dtype):
-    from widedeep.sparse import unique_inverse
-
-    gen = torch.Generator().manual_seed(0)
-    for ids in [
-        torch.randint(0, 50, (64, 7), generator=gen, dtype=dtype),
-        torch.randint(0, 2**31 - 1, (8, 3), generator=gen, dtype=dtype),
-        torch.tensor([[-3, 5, -3, 0]], dtype=dtype),
-        torch.zeros(0, 4, dtype=dtype),
-    ]:
-        uniq, inverse = unique_inverse(ids)
-        want_uniq, want_inverse = torch.unique(ids.reshape(-1), return_inverse=True)
-        assert torch.equal(uniq, want_uniq.long())
-        assert torch.equal(inverse, want_inverse.reshape(-1))
-        assert torch.equal(uniq[inverse], ids.reshape(-1).long())  # the defining property

@@ -46,10 +46,25 @@ def _fits_int32(flat: torch.Tensor) -> bool:
 
 
 def sum_rows(indices: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each distinct index once (sorted) with the sum of its rows of ``values``."""
-    uniq, inverse = unique_inverse(indices)
-    summed = values.new_zeros((uniq.numel(), *values.shape[1:])).index_add_(0, inverse, values)
-    return uniq, summed
+    """Each distinct index once (sorted) with the sum of its rows of ``values``.
+
+    Made for the gradients all-gathered from several ranks: sorted runs, one per rank,
+    which a stable (merge) sort combines in linear time; equal indices then sit side by
+    side and are summed in one sequential pass.
+    """
+    if indices.device.type != "cpu" or indices.numel() == 0:
+        uniq, inverse = torch.unique(indices, return_inverse=True)
+        summed = values.new_zeros((uniq.numel(), *values.shape[1:])).index_add_(0, inverse, values)
+        return uniq, summed
+    flat = indices.numpy()
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    summed = np.add.reduceat(values.numpy()[order], starts, axis=0)
+    return torch.from_numpy(ordered[starts]), torch.from_numpy(summed)
 
 
 def unique_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
