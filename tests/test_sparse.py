@@ -50,7 +50,10 @@ def test_unique_rows_sorts_only_what_needs_it():
     rows, values = unique_rows(deduplicated)
     assert rows.tolist() == [1, 4, 7] and values[:, 0].tolist() == [1.0, 1.0, 1.0]
     repeated = torch.sparse_coo_tensor(
-        torch.tensor([[7, 1, 7]]), torch.tensor([[1.0], [2.0], [3.0]]), (9, 1)
+        torch.tensor([[7, 1, 7]]),
+        torch.tensor([[1.0], [2.0], [3.0]]),
+        (9, 1),
+        check_invariants=True,
     )
     rows, values = unique_rows(repeated)
     assert rows.tolist() == [1, 7] and values[:, 0].tolist() == [2.0, 4.0]
