@@ -99,20 +99,31 @@ def assemble(parts: list[tuple[Ids, int]], n: int) -> tuple[np.ndarray, np.ndarr
             np.add(ids.values, base, out=matrix[j], casting="unsafe")
             matrix[j][ids.values < 0] = 0
         return np.ascontiguousarray(matrix.T), None
-    csrs = [(ids.csr(), base) for ids, base in parts]
-    lengths = np.stack([ids.lengths() for ids, _ in csrs])  # [columns, rows]
-    row_offsets = offsets_of(lengths.sum(axis=0))
-    starts = row_offsets[:-1] + np.vstack([np.zeros(n, np.int64), np.cumsum(lengths, 0)[:-1]])
-    flat_ids = np.zeros(int(row_offsets[-1]), dtype=np.int64)
-    flat_weights = np.ones(len(flat_ids), dtype=np.float32)
-    for j, (ids, base) in enumerate(csrs):
-        row = row_of(ids.offsets)
-        pos = starts[j][row] + np.arange(len(ids.values)) - ids.offsets[:-1][row]
-        flat_ids[pos] = ids.values + base
-        if ids.weights is not None:
-            flat_weights[pos] = ids.weights
-    any_weights = any(ids.weights is not None for ids, _ in csrs)
-    return padded(Ids(flat_ids, row_offsets, flat_weights if any_weights else None), 0, n)
+    # Each row holds its columns' ids side by side, in column order, padded with 0 on the
+    # right.  A one-slot column (the common case) is placed directly, without a CSR pass.
+    present = [ids.values >= 0 if ids.offsets is None else ids.csr() for ids, _ in parts]
+    lengths = np.stack(
+        [p.astype(np.int64) if isinstance(p, np.ndarray) else p.lengths() for p in present]
+    )  # [columns, rows]
+    cols = np.cumsum(lengths, axis=0)  # where each column's ids end in the row
+    width = max(int(cols[-1].max()) if n else 0, 1)
+    out = np.zeros((n, width), dtype=np.int32)
+    any_weights = any(ids.weights is not None for ids, _ in parts)
+    weights = np.zeros((n, width), dtype=np.float32) if any_weights else None
+    for j, ((ids, base), p) in enumerate(zip(parts, present)):
+        start = cols[j] - lengths[j]  # first slot of column j in each row
+        if isinstance(p, np.ndarray):  # one slot per row: the rows that have an id
+            row = np.flatnonzero(p)
+            col, values, w = start[row], ids.values[row], ids.weights
+            w = None if w is None else w[row]
+        else:
+            row = row_of(p.offsets)
+            col = start[row] + np.arange(len(p.values)) - p.offsets[:-1][row]
+            values, w = p.values, p.weights
+        out[row, col] = values + base
+        if weights is not None:
+            weights[row, col] = 1.0 if w is None else w
+    return out, weights
 
 
 def combine(ids: Ids, combiner: str, n: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -76,9 +76,16 @@ class WideDeep(nn.Module):
         self.has_deep = config.model_type in ("deep", "wide_deep")
         n_out = config.n_outputs
         if self.has_wide:
-            # row 0 is padding: missing values and list padding add nothing
+            # row 0 is padding: missing values and list padding add nothing; built on zeros
+            # (reset_parameters' value) rather than the bag's random init, which on a
+            # 10^8-row table takes seconds
             self.wide = nn.EmbeddingBag(
-                config.wide_dim + 1, n_out, mode="sum", padding_idx=0, sparse=config.sparse_wide
+                config.wide_dim + 1,
+                n_out,
+                mode="sum",
+                padding_idx=0,
+                sparse=config.sparse_wide,
+                _weight=torch.zeros(config.wide_dim + 1, n_out),
             )
             self.wide_bias = nn.Parameter(torch.zeros(n_out))
         if self.has_deep:
