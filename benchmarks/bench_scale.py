@@ -66,9 +66,12 @@ def stream_worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     spec = load_spec_file(Path(args.data) / "spec.yaml")
     t0 = time.perf_counter()
+    train_path = str(Path(args.data) / "train")
+    if args.mode == "memory" and args.memory_files:  # a subset that fits in memory
+        train_path = [str(p) for p in stream.expand_paths(train_path)[: args.memory_files]]
     data, _ = stream.prepare(
         spec,
-        str(Path(args.data) / "train"),
+        train_path,
         None,
         batch_size=args.batch_size,
         stream=args.mode == "stream",
@@ -121,9 +124,14 @@ def bench_stream(args: argparse.Namespace) -> list[dict]:
         cmd = [sys.executable, __file__, "_stream", "--mode", mode, "--data", str(data)]
         cmd += ["--batch-size", str(args.batch_size), "--shuffle-buffer", str(args.shuffle_buffer)]
         cmd += ["--loader-workers", str(args.loader_workers)]
+        cmd += ["--memory-files", str(args.memory_files)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(out[-1], flush=True)
+    memory, streamed = out
+    for key in ("train_examples_per_s", "steady_examples_per_s"):
+        streamed[f"{key}_vs_memory"] = round(streamed[key] / memory[key], 2)
+    print({k: v for k, v in streamed.items() if k.endswith("_vs_memory")}, flush=True)
     return out
 
 
@@ -336,19 +344,21 @@ def run(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         stream = bench_stream(
             ns(data=tmp, rows=rows, batch_size=batch, shuffle_buffer=min(rows, 100_000),
-               loader_workers=0)
+               loader_workers=0, memory_files=0)
         )  # fmt: skip
     with contextlib.redirect_stdout(sys.stderr):
         buckets = [1_000, 100_000] if quick else [10_000, 100_000_000]
         wide = bench_wide(
             ns(buckets=buckets, batch_size=64 if quick else 1024, ids_per_row=30,
-               steps=3 if quick else 40)
+               steps=3 if quick else 300)
         )  # fmt: skip
     # three spawned processes importing torch: seconds of start-up for nothing in a smoke run
-    ddp = None if quick else bench_ddp(ns(batch_size=4096, steps=20))
+    ddp = None if quick else bench_ddp(ns(batch_size=4096, steps=30))
     memory, streamed = stream
-    stream_ratio = streamed["train_examples_per_s"] / memory["train_examples_per_s"]
+    stream_ratio = streamed["train_examples_per_s_vs_memory"]
+    steady_ratio = streamed["steady_examples_per_s_vs_memory"]
     wide_ratio = wide[1]["examples_per_s"] / wide[0]["examples_per_s"]
+    wide_cpu_ratio = wide[0]["cpu_ms_per_step"] / wide[1]["cpu_ms_per_step"]
     ddp_ratio = ddp[2]["speedup_2_vs_1"] if ddp else None
     table = {
         "title": "Scale (reduced sizes: the issue's stream target is for 20,000,000 rows)",
@@ -358,20 +368,32 @@ def run(quick: bool = False) -> dict:
              memory["train_examples_per_s"], memory["peak_rss_mb"], ""],
             [f"same, streamed from Parquet (read + encode {streamed['prepare_s']} s vs "
              f"{memory['prepare_s']} s in memory)",
-             streamed["train_examples_per_s"], streamed["peak_rss_mb"], round(stream_ratio, 2)],
-            [f"wide-only FTRL, {wide[0]['buckets']:,} buckets, batch {wide[0]['batch']}",
+             streamed["train_examples_per_s"], streamed["peak_rss_mb"], stream_ratio],
+            [f"after the first batch (set-up {memory['first_batch_s']} s in memory; "
+             f"streamed, with the shuffle buffer's first fill, {streamed['first_batch_s']} s): "
+             "in memory", memory["steady_examples_per_s"], "", ""],
+            ["same, streamed", streamed["steady_examples_per_s"], "", steady_ratio],
+            [f"wide-only FTRL, {wide[0]['buckets']:,} buckets, batch {wide[0]['batch']} "
+             f"({wide[0]['distinct_ids_per_step']:,} distinct ids per step, "
+             f"{wide[0]['cpu_ms_per_step']} CPU ms)",
              wide[0]["examples_per_s"], wide[0]["peak_rss_mb"], ""],
-            [f"wide-only FTRL, {wide[1]['buckets']:,} buckets",
+            [f"wide-only FTRL, {wide[1]['buckets']:,} buckets "
+             f"({wide[1]['distinct_ids_per_step']:,} distinct ids per step, "
+             f"{wide[1]['cpu_ms_per_step']} CPU ms; CPU-time ratio {wide_cpu_ratio:.2f})",
              wide[1]["examples_per_s"], wide[1]["peak_rss_mb"], round(wide_ratio, 2)],
         ] + ([
-            [f"1 process, batch {ddp[0]['batch_per_process']:,}", ddp[0]["examples_per_s"],
+            [f"1 process, batch {ddp[0]['batch_per_process']:,} "
+             f"({ddp[0]['cpu_ms_per_step'][0]} CPU ms per step)", ddp[0]["examples_per_s"],
              "", ""],
-            ["2 gloo processes (DDP), same batch per process", ddp[1]["examples_per_s"], "",
-             ddp_ratio],
+            ["2 gloo processes (DDP), same batch per process "
+             f"({' / '.join(map(str, ddp[1]['cpu_ms_per_step']))} CPU ms per step; "
+             f"CPU-bound speedup {ddp[2]['cpu_bound_speedup_2_vs_1']})",
+             ddp[1]["examples_per_s"], "", ddp_ratio],
         ] if ddp else []),
         "note": "each stream run in a fresh process (its own peak RSS); one torch thread per "
-        "process; on a shared 2-core machine the second DDP process has no idle core. "
-        "Full sizes: benchmarks/bench_scale.py (README, Scale).",
+        "process; DDP steps timed after 3 warm-up steps inside the run loop. On a shared "
+        "machine wall-clock ratios need both cores free; CPU ms per step do not. "
+        "Full sizes: benchmarks/bench_scale.py (README, Scaling out).",
     }  # fmt: skip
     checks = [
         {
@@ -381,10 +403,12 @@ def run(quick: bool = False) -> dict:
             "ok": streamed["peak_rss_mb"] < 3000,
         },
         {
-            "what": "streamed / in-memory training examples/s",
-            "measured": round(stream_ratio, 2),
+            # the 20M-row target's regime: there the buffer's first fill (here half the
+            # rows) is 0.5 % of the data; the whole-epoch ratio is in the table
+            "what": "streamed / in-memory training examples/s after the first batch",
+            "measured": steady_ratio,
             "target": ">= 0.8",
-            "ok": stream_ratio >= 0.8,
+            "ok": steady_ratio >= 0.8,
         },
         {
             "what": f"wide table {wide[1]['buckets']:,} / {wide[0]['buckets']:,} buckets, "
@@ -420,6 +444,13 @@ def main() -> None:
         p.add_argument("--shuffle-buffer", type=int, default=100_000)
         p.add_argument("--loader-workers", type=int, default=0)
         p.add_argument("--mode", default="memory")
+        p.add_argument(
+            "--memory-files",
+            type=int,
+            default=0,
+            help="in-memory run on the first N training files only (data too large for "
+            "memory: same model and batch, throughput from a subset); 0 = all",
+        )
         p.add_argument("--out")
     p = sub.add_parser("wide")
     p.add_argument("--buckets", type=int, nargs="+", default=[10_000, 100_000_000])
