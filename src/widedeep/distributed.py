@@ -120,7 +120,9 @@ def wrap(model: nn.Module, ctx: Context) -> nn.Module:
         return model
     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
     device_ids = [ctx.local_rank] if ctx.device.startswith("cuda") else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, gradient_as_bucket_view=True
+    )
 
 
 def _sparse_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
