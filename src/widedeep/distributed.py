@@ -151,9 +151,11 @@ def sync_sparse_grads(model: nn.Module, ctx: Context) -> None:
                 p.shape,
             )
         rows, values = unique_rows(grad)
+        sizes = row_counts(rows.shape[0], ctx, rows.device)  # once for both gathers
+        rows, values = gather_rows(rows, ctx, sizes), gather_rows(values, ctx, sizes)
         # rows touched on several ranks arrive once per rank: summed here, with a fast
         # sort, so that the optimizer gets a deduplicated gradient
-        rows, values = sum_rows(gather_rows(rows, ctx), gather_rows(values, ctx))
+        rows, values = sum_rows(rows, values)
         p.grad = torch.sparse_coo_tensor(
             rows[None], values.div_(ctx.world), p.shape, is_coalesced=True, check_invariants=False
         )
@@ -175,14 +177,21 @@ def in_lockstep(batches: Iterator[Batch], ctx: Context) -> Iterator[Batch]:
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
 
 
-def gather_rows(t: torch.Tensor, ctx: Context) -> torch.Tensor:
-    """Every rank's rows of ``t``, concatenated in rank order (shapes may differ in rows)."""
-    if not ctx.distributed:
-        return t
-    size = torch.tensor([t.shape[0]], dtype=torch.long, device=t.device)
+def row_counts(n: int, ctx: Context, device: torch.device | str = "cpu") -> list[int]:
+    """Every rank's ``n``, in rank order."""
+    size = torch.tensor([n], dtype=torch.long, device=device)
     sizes = [torch.zeros_like(size) for _ in range(ctx.world)]
     dist.all_gather(sizes, size)
-    sizes = [int(s.item()) for s in sizes]
+    return [int(s.item()) for s in sizes]
+
+
+def gather_rows(t: torch.Tensor, ctx: Context, sizes: list[int] | None = None) -> torch.Tensor:
+    """Every rank's rows of ``t``, concatenated in rank order (shapes may differ in rows);
+    ``sizes``: every rank's row count when already known (:func:`row_counts`)."""
+    if not ctx.distributed:
+        return t
+    if sizes is None:
+        sizes = row_counts(t.shape[0], ctx, t.device)
     longest = max(sizes)
     padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=t.device)
     padded[: t.shape[0]] = t
