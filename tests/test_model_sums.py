@@ -95,3 +95,16 @@ def test_sparse_wide_sum_reads_a_column_slice_of_a_wider_table():
     got = _SparseWideSum.apply(wide[:, :1], IDS, WEIGHTS)
     want = F.embedding_bag(IDS, wide[:, :1].contiguous(), mode="sum", per_sample_weights=WEIGHTS)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+def test_sparse_wide_sum_of_padding_only_is_zero_with_no_gradient(rows):
+    from widedeep.model import _SparseWideSum
+
+    table = torch.randn(6, 1)
+    table[0] = 0.0
+    table.requires_grad_()
+    out = _SparseWideSum.apply(table, torch.zeros(rows, 3, dtype=torch.int32), None)
+    assert out.shape == (rows, 1) and torch.all(out == 0)
+    out.sum().backward()
+    assert table.grad._nnz() == 0

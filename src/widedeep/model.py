@@ -241,7 +241,7 @@ class _SparseWideSum(torch.autograd.Function):
     def forward(ctx, weight, ids, per_sample_weights):
         uniq, inverse = unique_inverse(ids)
         ctx.save_for_backward(uniq, inverse, per_sample_weights)
-        ctx.rows = weight.shape[0]
+        ctx.rows, ctx.ids_per_row = weight.shape[0], ids.shape[1]
         return nn.functional.embedding_bag(
             inverse.view(ids.shape),
             _gather_rows(weight, uniq),
@@ -252,7 +252,7 @@ class _SparseWideSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         uniq, inverse, per_sample_weights = ctx.saved_tensors
-        values = grad_out.repeat_interleave(inverse.numel() // grad_out.shape[0], dim=0)
+        values = grad_out.repeat_interleave(ctx.ids_per_row, dim=0)
         if per_sample_weights is not None:
             values = values * per_sample_weights.reshape(-1, 1)
         grad = values.new_zeros(uniq.numel(), grad_out.shape[1]).index_add_(0, inverse, values)
