@@ -348,7 +348,7 @@ class _RowCall:
                 self.shared = _RowCall(encoder, [self.context])
 
     def _from_context(self, keys: Any) -> bool:
-        return self.shared is not None and all(k in self.context_only for k in keys)
+        return self.shared is not None and self.context_only.issuperset(keys)
 
     def raw(self, key: str) -> list:
         if self._from_context((key,)):
@@ -360,6 +360,8 @@ class _RowCall:
             return [row[key]]
         default = self.context.get(key, _Fallback)
         values = [row.get(key, default) for row in self.rows]
+        if not any(v is _Fallback for v in values):
+            return values
         if all(v is _Fallback for v in values):
             raise _Fallback  # a missing column: the Arrow path reports it
         return [None if v is _Fallback else v for v in values]
@@ -374,7 +376,7 @@ class _RowCall:
             result = self.memo[memo_key] = (values * len(self.rows), multi)
             return result
         raw = self.raw(key)
-        if all(type(v) is str for v in raw):  # the common case, in one pass
+        if all(type(v) is str or v is None for v in raw):  # the common case, in one pass
             result = self.memo[memo_key] = ([v or None for v in raw], False)
             return result
         kinds: set[type] = set()
@@ -409,8 +411,15 @@ class _RowCall:
             out = self.memo[memo_key] = self.shared.numeric(column) * len(self.rows)
             return out
         k, default = column.dimension, column.default_value
-        out: list = []
-        for v in self.raw(column.key):
+        raw = self.raw(column.key)
+        if k == 1 and all(type(v) is int for v in raw) and -_INT64 <= min(raw) <= max(raw) < _INT64:
+            out = self.memo[memo_key] = [float(v) for v in raw]  # the common cases in one pass
+            return out
+        if k == 1 and all(type(v) is float for v in raw) and all(map(math.isfinite, raw)):
+            out = self.memo[memo_key] = raw
+            return out
+        out = []
+        for v in raw:
             if k == 1:
                 out.append(_number(v, default))
             elif type(v) is list and len(v) == k:
@@ -421,6 +430,8 @@ class _RowCall:
         return out
 
     def normalized(self, column: fc.NumericColumn) -> np.ndarray:
+        if self._from_context((column.key,)):
+            return np.repeat(self.shared.normalized(column), len(self.rows), axis=0)
         x = np.array(self.numeric(column), dtype=np.float64).reshape(-1, column.dimension)
         return _normalize(x, column, self.encoder.state_of(column))
 
