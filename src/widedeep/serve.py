@@ -239,6 +239,8 @@ class App:
         self.metrics = metrics or Metrics()
         self.metrics.set_version(slot.current.version)
         self.pool = ThreadPoolExecutor(config.rank_threads, thread_name_prefix="widedeep-rank")
+        # this worker's open connections (set by the worker once its server exists)
+        self.connections: Callable[[], int] | None = None
 
         def swapped(loaded: Loaded | None) -> None:
             self.metrics.swapped(loaded is not None)
@@ -265,7 +267,13 @@ class App:
             traceback.print_exc(file=sys.stderr)
             error, status, headers = "internal", 500, _JSON
             body = orjson.dumps({"error": "internal server error; see the server log"})
+        closing = headers is _CLOSE
         headers = [*headers, (b"content-length", str(len(body)).encode())]  # not chunked
+        if not closing and self.connections and self.metrics.over_share(self.connections()):
+            # the kernel spreads connections by a hash, so a few long-lived ones can pile up
+            # on one worker while another idles: close one after its answer, and the
+            # client's reconnect is spread again, until the workers hold even shares
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(endpoint, time.perf_counter() - start, error)
@@ -575,6 +583,7 @@ def _worker(config: ServeConfig, index: int, shared: Any, port: int, supervisor:
         ),
         on_ready=app.metrics.set_ready,
     )  # fmt: skip
+    app.connections = lambda: len(server.server_state.connections)
     server.run(sockets=[sock])
     slot.stop()
 
