@@ -244,7 +244,7 @@ class _RowEncoder:
             dense = np.empty((n, self.dense_dim), dtype=np.float32)
             at = 0
             for column in self.numerics:
-                dense[:, at : at + column.dimension] = call.normalized(column)
+                dense[:, at : at + column.dimension] = call.normalized(column, repeat=False)
                 at += column.dimension
 
         return Batch(
@@ -326,6 +326,10 @@ class _RowEncoder:
         return index
 
 
+class _Repeated(list):
+    """Ids of a column read from the context alone: one value repeated for every row."""
+
+
 class _RowCall:
     """One call's rows and its memo (a column read by several parts is encoded once).
 
@@ -358,13 +362,11 @@ class _RowCall:
             if key not in row:
                 raise _Fallback  # a missing column: the Arrow path reports it
             return [row[key]]
-        default = self.context.get(key, _Fallback)
-        values = [row.get(key, default) for row in self.rows]
-        if not any(v is _Fallback for v in values):
-            return values
-        if all(v is _Fallback for v in values):
-            raise _Fallback  # a missing column: the Arrow path reports it
-        return [None if v is _Fallback else v for v in values]
+        values = [row.get(key, self.context.get(key)) for row in self.rows]  # absent: None
+        if all(v is None for v in values) and not any(key in row for row in self.rows):
+            if key not in self.context:
+                raise _Fallback  # a missing column: the Arrow path reports it
+        return values
 
     def source(self, key: str) -> tuple[list, bool]:
         """Categorical values as text (None = missing) per row, and whether rows hold lists."""
@@ -376,10 +378,15 @@ class _RowCall:
             result = self.memo[memo_key] = (values * len(self.rows), multi)
             return result
         raw = self.raw(key)
-        if all(type(v) is str or v is None for v in raw):  # the common case, in one pass
-            result = self.memo[memo_key] = ([v or None for v in raw], False)
-            return result
         kinds: set[type] = set()
+        try:  # the common case in one pass: strings (not noted in kinds), numbers or None
+            out = [v if type(v) is str and v else _text(v, kinds) for v in raw]
+            if not (kinds and any(type(v) is str for v in raw)):  # mixed: Arrow refuses
+                result = self.memo[memo_key] = (out, False)
+                return result
+        except _Fallback:
+            pass  # lists or something unusual: the general loop below
+        kinds = set()
         multi = None
         out: list = []
         for v in raw:
@@ -429,9 +436,12 @@ class _RowCall:
         self.memo[memo_key] = out
         return out
 
-    def normalized(self, column: fc.NumericColumn) -> np.ndarray:
+    def normalized(self, column: fc.NumericColumn, repeat: bool = True) -> np.ndarray:
+        """[rows, dimension] normalised values; with ``repeat`` False a context feature's
+        are [1, dimension], for the caller to broadcast."""
         if self._from_context((column.key,)):
-            return np.repeat(self.shared.normalized(column), len(self.rows), axis=0)
+            x = self.shared.normalized(column)
+            return np.repeat(x, len(self.rows), axis=0) if repeat else x
         x = np.array(self.numeric(column), dtype=np.float64).reshape(-1, column.dimension)
         return _normalize(x, column, self.encoder.state_of(column))
 
@@ -442,7 +452,11 @@ class _RowCall:
             if self._from_context(self.encoder.keys_of(column)):
                 values, multi, weights = self.shared.ids(column)
                 n = len(self.rows)
-                self.memo[memo_key] = (values * n, multi, None if weights is None else weights * n)
+                if not multi and weights is None:
+                    values = _Repeated(values * n)
+                else:
+                    values, weights = values * n, None if weights is None else weights * n
+                self.memo[memo_key] = (values, multi, weights)
             else:
                 self.memo[memo_key] = self._ids(column)
         return self.memo[memo_key]
@@ -653,7 +667,9 @@ def _assemble_rows(parts: list, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     if not parts:
         return np.zeros((n, 1), dtype=np.int32), None
     if not any(multi or weights is not None for _, multi, weights, _ in parts):
-        ids = np.array([values for values, *_ in parts], dtype=np.int64).reshape(len(parts), n)
+        ids = np.empty((len(parts), n), dtype=np.int64)
+        for j, (values, *_) in enumerate(parts):
+            ids[j] = values[0] if type(values) is _Repeated else values
         bases = np.array([base for *_, base in parts], dtype=np.int64)[:, None]
         return np.ascontiguousarray(np.where(ids >= 0, ids + bases, 0).T, dtype=np.int32), None
     return assemble(
