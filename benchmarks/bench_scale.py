@@ -456,7 +456,7 @@ def main() -> None:
     p.add_argument("--buckets", type=int, nargs="+", default=[10_000, 100_000_000])
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--ids-per-row", type=int, default=30)
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--out")
     p = sub.add_parser("models")
     p.add_argument("--data", default="/tmp/widedeep-synth")
