@@ -3,8 +3,8 @@
 A step on a huge wide table touches ~10^4-10^5 ids.  Deduplicating them is a sort,
 and PyTorch's CPU sort (behind ``torch.unique`` and ``Tensor.coalesce``) takes ~3 ms
 for 30k ids; NumPy sorts the same ids packed with their positions into one int64 key
-about 8x faster.  Used by the model's sparse wide sum, FTRL and the all-gather of
-sparse gradients in a distributed run.
+about 4x faster (30k ids: 0.8 vs 2.9 ms).  Used by the model's sparse wide sum, FTRL
+and the all-gather of sparse gradients in a distributed run.
 """
 
 from __future__ import annotations
