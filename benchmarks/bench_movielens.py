@@ -59,6 +59,7 @@ def run_variant(data: ml.MovieLens, variant: str, seed: int, args: argparse.Name
         hidden_units=args.hidden,
         negatives=args.negatives,
         low_negatives=args.low_negatives,
+        recency=args.recency,
         history_length=args.history,
         split=args.split,
         columns={**flags, **args.columns},
@@ -140,8 +141,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=int, default=4)
     p.add_argument(
         "--low_negatives",
-        action="store_true",
-        help="ranking: low ratings are negatives too, not only sampled unrated items",
+        type=float,
+        default=0.1,
+        help="ranking: example weight of low ratings as negatives (0: only sampled unrated)",
+    )
+    p.add_argument(
+        "--recency",
+        type=float,
+        default=2.0,
+        help="rating: a user's later ratings weigh up to e^RECENCY times the first (0: off)",
     )
     p.add_argument("--history", type=int, default=ml.HISTORY_LENGTH)
     p.add_argument("--linear_lr", type=float, default=0.05)
