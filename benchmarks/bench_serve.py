@@ -53,18 +53,25 @@ def request(path: str, payload: dict) -> bytes:
     return head.encode() + body
 
 
-def parse_head(head: bytes) -> tuple[int, int]:
-    """(status, content length) of a response head."""
+def parse_head(head: bytes) -> tuple[int, int, bool]:
+    """(status, content length, whether the server closes the connection) of a response
+    head: a worker holding more than its share of connections closes one after answering,
+    and the client reconnects, as HTTP clients do."""
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
     length = next(int(x.split(b":")[1]) for x in lines if x.lower().startswith(b"content-length"))
-    return status, length
+    return status, length, b"connection: close" in head.lower()
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection((HOST, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def blocking_run(port: int, data: bytes, n: int, seconds: float) -> list[float]:
     """One client on a blocking socket: the least client overhead per request."""
-    sock = socket.create_connection((HOST, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = connect(port)
     times, buf, deadline = [], b"", time.perf_counter() + seconds
     while len(times) < n and time.perf_counter() < deadline:
         t0 = time.perf_counter()
@@ -72,12 +79,15 @@ def blocking_run(port: int, data: bytes, n: int, seconds: float) -> list[float]:
         while b"\r\n\r\n" not in buf:
             buf += sock.recv(65536)
         head, buf = buf.split(b"\r\n\r\n", 1)
-        status, length = parse_head(head)
+        status, length, close = parse_head(head)
         while len(buf) < length:
             buf += sock.recv(65536)
         buf = buf[length:]
         times.append(time.perf_counter() - t0)
         assert status == 200, status
+        if close:
+            sock.close()
+            sock, buf = connect(port), b""
     sock.close()
     return times
 
@@ -86,25 +96,35 @@ async def concurrent_run(
     port: int, data: bytes, clients: int, n: int, seconds: float
 ) -> tuple[list[float], float, list[int]]:
     """``clients`` keep-alive connections, each sending its next request when the last is
-    answered; returns latencies, wall time and the worker pid each connection reached."""
+    answered; returns latencies, wall time and the worker pid each connection ended on."""
     deadline = time.perf_counter() + seconds
     health = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
 
-    async def exchange(reader, writer, payload: bytes) -> tuple[int, bytes]:
-        writer.write(payload)
-        status, length = parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4])
-        return status, await reader.readexactly(length)
-
-    async def client(times: list[float], pids: list[int]) -> None:
+    async def open_connection() -> tuple:
         reader, writer = await asyncio.open_connection(HOST, port)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        pids.append(json.loads((await exchange(reader, writer, health))[1])["pid"])
+        return reader, writer
+
+    async def exchange(conn: list, payload: bytes) -> tuple[int, bytes]:
+        """One request on ``conn`` ([reader, writer]), reconnecting after a server's close."""
+        reader, writer = conn
+        writer.write(payload)
+        status, length, close = parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4])
+        body = await reader.readexactly(length)
+        if close:
+            writer.close()
+            conn[:] = await open_connection()
+        return status, body
+
+    async def client(times: list[float], pids: list[int]) -> None:
+        conn = list(await open_connection())
         while len(times) < n and time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            status, _ = await exchange(reader, writer, data)
+            status, _ = await exchange(conn, data)
             times.append(time.perf_counter() - t0)
             assert status == 200, status
-        writer.close()
+        pids.append(json.loads((await exchange(conn, health))[1])["pid"])  # where it ended
+        conn[1].close()
 
     per_client: list[list[float]] = [[] for _ in range(clients)]
     pids: list[int] = []

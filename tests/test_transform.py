@@ -18,7 +18,7 @@ from widedeep import feature_column as fc
 from widedeep.batch import Batch
 from widedeep.datasets.census import build_model_columns, census_spec, load_census
 from widedeep.hashing import cross_hash, cross_hash_one
-from widedeep.transform import DataError, FeatureSpec, Label, as_table
+from widedeep.transform import DataError, FeatureSpec, Label, as_table, broadcast
 
 
 def assert_same(a: Batch, b: Batch) -> None:
@@ -327,6 +327,43 @@ def multi_spec():
 @given(rows=_multi_rows())
 def test_row_path_equals_arrow_path_on_multi_valued_rows(multi_spec, rows):
     assert_same(multi_spec.transform(rows), columnar(multi_spec, rows))
+
+
+def _split(draw, rows: list[dict]) -> tuple[dict, list[dict]]:
+    """A ranking request made of ``rows``: the keys drawn as context take the first row's
+    values, the others stay on each candidate, and a few candidates override a context key."""
+    keys = list(rows[0])
+    shared = draw(st.sets(st.sampled_from(keys)))
+    context = {k: rows[0][k] for k in shared}
+    candidates = []
+    for row in rows:
+        own = {k: v for k, v in row.items() if k not in shared}
+        if shared and draw(st.booleans()):
+            k = draw(st.sampled_from(sorted(shared)))
+            own[k] = row[k]
+        candidates.append(own)
+    return context, candidates
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_candidates_with_a_context_encode_as_the_merged_rows(census, multi_spec, data):
+    for fitted, rows in (
+        (census[0], data.draw(st.lists(_census_row(), min_size=1, max_size=6))),
+        (multi_spec, data.draw(_multi_rows())),
+    ):
+        # read back from JSON: equal columns become separate objects, still encoded once
+        for spec in (fitted, FeatureSpec.from_json(fitted.to_json())):
+            context, candidates = _split(data.draw, rows)
+            try:
+                expected = columnar(spec, [{**context, **c} for c in candidates])
+            except DataError as e:  # rows the Arrow path refuses: the same error here
+                with pytest.raises(DataError) as error:
+                    spec.transform_candidates(context, candidates)
+                assert str(error.value) == str(e)
+                continue
+            assert_same(spec.transform_candidates(context, candidates), expected)
+            assert_same(spec.transform(broadcast(context, candidates)), expected)
 
 
 def test_row_path_errors_match_arrow_path(census):

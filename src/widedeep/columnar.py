@@ -139,6 +139,8 @@ class _Encoder:
         arr = _column(self.table, column.weight_feature_key)
         if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
             arr = arr.flatten()
+        elif pa.types.is_null(arr.type) and inner.offsets is not None:
+            arr = pa.array([], pa.float64())  # no weight lists at all, as a list column of nulls
         weights = _to_float(arr, column.weight_feature_key, allow_null=False).astype(np.float32)
         if len(weights) != len(inner.values):
             raise DataError(

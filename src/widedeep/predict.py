@@ -23,7 +23,9 @@ from .model import WideDeep
 from .train import EVAL_CHUNK, evaluate
 from .transform import FeatureSpec
 
-SMALL_BATCH = 32  # rows up to which SmallBatchForward scores (4x faster at 1 row, 2.5x at 32)
+# rows up to which SmallBatchForward scores (4x faster at 1 row, 2.5x at 32); past this a
+# multi-threaded BLAS starts threads for the NumPy matmuls, which costs more than it saves
+SMALL_BATCH = 32
 
 
 class Predictor:
@@ -46,6 +48,9 @@ class Predictor:
         self.config = config or {}
         self.path = path
         self._small = SmallBatchForward.for_model(self.model)
+        # raise where NumPy's BLAS runs on one thread (a serving worker): NumPy then beats
+        # torch's per-op overhead up to a few hundred rows
+        self.small_batch = SMALL_BATCH
 
     @property
     def head(self) -> str:
@@ -58,7 +63,7 @@ class Predictor:
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits of encoded rows, [rows, n_outputs]: the NumPy path for a few rows, the
         module (chunked, no autograd) for more."""
-        if self._small is not None and len(batch) <= SMALL_BATCH:
+        if self._small is not None and len(batch) <= self.small_batch:
             return torch.from_numpy(self._small(batch))
         with torch.inference_mode():
             if len(batch) <= EVAL_CHUNK:

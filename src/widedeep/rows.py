@@ -71,6 +71,16 @@ class _RowEncoder:
         self.plain_dense = all(c.normalizer is None for c in self.numerics)
         self.dense_dim = spec.dense_dim_
         self.lookups: dict[int, Any] = {}
+        self.input_keys: dict[int, list[str]] = {}
+        # a spec read from JSON holds equal but separate objects where the declaration shared
+        # one column (education in the wide part and in an indicator): encode it once a call
+        self.same: dict[int, int] = {}
+        first: dict[fc.FeatureColumn, fc.FeatureColumn] = {}
+        todo = list(spec.wide_columns + spec.deep_columns)
+        while todo:
+            column = todo.pop()
+            self.same[id(column)] = id(first.setdefault(column, column))
+            todo += fc._children(column)
         self.one = self._compile_one()
 
     # ------------------------------------------------------------- one row of scalars
@@ -184,13 +194,14 @@ class _RowEncoder:
 
         return categorical
 
-    def encode(self, rows: list, label: bool | None) -> Batch:
+    def encode(self, rows: list, label: bool | None, context: Mapping | None = None) -> Batch:
+        """Rows (each on top of ``context`` when given) to exactly the Arrow path's Batch."""
         spec = self.spec
         if label is None and spec.label is not None:
             key = spec.label.key
-            if any(key in row for row in rows):
+            if any(key in row for row in rows) or (context and key in context):
                 raise _Fallback  # labelled rows: training data, the Arrow path reads labels
-        call = _RowCall(self, rows)
+        call = _RowCall(self, rows, context)
         n = len(rows)
 
         parts = []
@@ -233,7 +244,7 @@ class _RowEncoder:
             dense = np.empty((n, self.dense_dim), dtype=np.float32)
             at = 0
             for column in self.numerics:
-                dense[:, at : at + column.dimension] = call.normalized(column)
+                dense[:, at : at + column.dimension] = call.normalized(column, repeat=False)
                 at += column.dimension
 
         return Batch(
@@ -245,6 +256,19 @@ class _RowEncoder:
             indicator_weights=_tensor(indicator_weights),
             dense=torch.from_numpy(dense),
         )
+
+    def keys_of(self, column: Any) -> list[str]:
+        keys = self.input_keys.get(id(column))
+        if keys is None:
+            keys = self.input_keys[id(column)] = fc.input_keys(column)
+        return keys
+
+    def state_of(self, column: fc.FeatureColumn) -> Any:
+        """The column's fitted state (None when it has none), found once."""
+        key = ("state", id(column))
+        if key not in self.caches:
+            self.caches[key] = self.state.get(_state_key(column))
+        return self.caches[key]
 
     def cache(self, column: Any) -> dict:
         cache = self.caches.get(id(column))
@@ -302,34 +326,70 @@ class _RowEncoder:
         return index
 
 
-class _RowCall:
-    """One call's rows and its memo (a column read by several parts is encoded once)."""
+class _Repeated(list):
+    """Ids of a column read from the context alone: one value repeated for every row."""
 
-    def __init__(self, encoder: _RowEncoder, rows: list) -> None:
+
+class _RowCall:
+    """One call's rows and its memo (a column read by several parts is encoded once).
+
+    With a ``context`` (ranking: one request's features shared by every
+    candidate row) each row is the context with the row's own values on top,
+    and whatever reads only features no row gives is encoded once, from the
+    context alone, and repeated.
+    """
+
+    def __init__(self, encoder: _RowEncoder, rows: list, context: Mapping | None = None) -> None:
         self.encoder = encoder
         self.rows = rows
         self.memo: dict[Any, Any] = {}
+        self.context = context or {}
+        self.shared: _RowCall | None = None
+        if self.context:
+            given = {k for row in rows for k in row}
+            self.context_only = {k for k in self.context if k not in given}
+            if self.context_only:
+                self.shared = _RowCall(encoder, [self.context])
+
+    def _from_context(self, keys: Any) -> bool:
+        return self.shared is not None and self.context_only.issuperset(keys)
 
     def raw(self, key: str) -> list:
-        if len(self.rows) == 1:
+        if self._from_context((key,)):
+            return [self.context[key]] * len(self.rows)
+        if len(self.rows) == 1 and not self.context:
             row = self.rows[0]
             if key not in row:
                 raise _Fallback  # a missing column: the Arrow path reports it
             return [row[key]]
-        values = [row.get(key, _Fallback) for row in self.rows]
-        if all(v is _Fallback for v in values):
-            raise _Fallback  # a missing column: the Arrow path reports it
-        return [None if v is _Fallback else v for v in values]
+        values = [row.get(key, self.context.get(key)) for row in self.rows]  # absent: None
+        if all(v is None for v in values) and not any(key in row for row in self.rows):
+            if key not in self.context:
+                raise _Fallback  # a missing column: the Arrow path reports it
+        return values
 
     def source(self, key: str) -> tuple[list, bool]:
         """Categorical values as text (None = missing) per row, and whether rows hold lists."""
         memo_key = ("source", key)
         if memo_key in self.memo:
             return self.memo[memo_key]
+        if self._from_context((key,)):
+            values, multi = self.shared.source(key)
+            result = self.memo[memo_key] = (values * len(self.rows), multi)
+            return result
+        raw = self.raw(key)
         kinds: set[type] = set()
+        try:  # the common case in one pass: strings (not noted in kinds), numbers or None
+            out = [v if type(v) is str and v else _text(v, kinds) for v in raw]
+            if not (kinds and any(type(v) is str for v in raw)):  # mixed: Arrow refuses
+                result = self.memo[memo_key] = (out, False)
+                return result
+        except _Fallback:
+            pass  # lists or something unusual: the general loop below
+        kinds = set()
         multi = None
         out: list = []
-        for v in self.raw(key):
+        for v in raw:
             if v is None:
                 out.append(None)
             elif type(v) is list:
@@ -351,12 +411,22 @@ class _RowCall:
 
     def numeric(self, column: fc.NumericColumn) -> list:
         """Raw float values per row (a list of ``dimension`` floats when it is > 1)."""
-        memo_key = ("numeric", id(column))
+        memo_key = ("numeric", self.encoder.same.get(id(column)))
         if memo_key in self.memo:
             return self.memo[memo_key]
+        if self._from_context((column.key,)):
+            out = self.memo[memo_key] = self.shared.numeric(column) * len(self.rows)
+            return out
         k, default = column.dimension, column.default_value
-        out: list = []
-        for v in self.raw(column.key):
+        raw = self.raw(column.key)
+        if k == 1 and all(type(v) is int for v in raw) and -_INT64 <= min(raw) <= max(raw) < _INT64:
+            out = self.memo[memo_key] = [float(v) for v in raw]  # the common cases in one pass
+            return out
+        if k == 1 and all(type(v) is float for v in raw) and all(map(math.isfinite, raw)):
+            out = self.memo[memo_key] = raw
+            return out
+        out = []
+        for v in raw:
             if k == 1:
                 out.append(_number(v, default))
             elif type(v) is list and len(v) == k:
@@ -366,15 +436,29 @@ class _RowCall:
         self.memo[memo_key] = out
         return out
 
-    def normalized(self, column: fc.NumericColumn) -> np.ndarray:
+    def normalized(self, column: fc.NumericColumn, repeat: bool = True) -> np.ndarray:
+        """[rows, dimension] normalised values; with ``repeat`` False a context feature's
+        are [1, dimension], for the caller to broadcast."""
+        if self._from_context((column.key,)):
+            x = self.shared.normalized(column)
+            return np.repeat(x, len(self.rows), axis=0) if repeat else x
         x = np.array(self.numeric(column), dtype=np.float64).reshape(-1, column.dimension)
-        return _normalize(x, column, self.encoder.state.get(_state_key(column)))
+        return _normalize(x, column, self.encoder.state_of(column))
 
     def ids(self, column: fc.CategoricalColumn) -> tuple[list, bool, list | None]:
         """(ids per row, -1 = none, or id lists when ``multi``; weights alike or None)."""
-        memo_key = id(column)
+        memo_key = self.encoder.same.get(id(column))
         if memo_key not in self.memo:
-            self.memo[memo_key] = self._ids(column)
+            if self._from_context(self.encoder.keys_of(column)):
+                values, multi, weights = self.shared.ids(column)
+                n = len(self.rows)
+                if not multi and weights is None:
+                    values = _Repeated(values * n)
+                else:
+                    values, weights = values * n, None if weights is None else weights * n
+                self.memo[memo_key] = (values, multi, weights)
+            else:
+                self.memo[memo_key] = self._ids(column)
         return self.memo[memo_key]
 
     def _ids(self, column: fc.CategoricalColumn) -> tuple[list, bool, list | None]:
@@ -398,7 +482,11 @@ class _RowCall:
         lookup = self.encoder.lookup(column)
         if multi:
             return [[lookup(v) for v in row] for row in values], True, None
-        return [lookup(v) for v in values], False, None
+        cached = self.encoder.cache(column).get  # what lookup() would find, without the call
+        ids = [cached(v, -2) for v in values]
+        if -2 in ids:
+            ids = [lookup(v) if i == -2 else i for i, v in zip(ids, values)]
+        return ids, False, None
 
     def _identity(self, column: fc.IdentityColumn) -> tuple[list, bool, None]:
         size = column.num_buckets
@@ -433,25 +521,37 @@ class _RowCall:
             weights = [_weight(w) for w in raw]
         return values, multi, weights
 
-    def _cross(self, column: fc.CrossedColumn) -> tuple[list, bool, None]:
-        comps, multi = [], False
-        for key in column.keys:
-            if isinstance(key, str):
-                values, is_multi = self.source(key)
-                hashes = self.encoder.spec._hash_cache
-                to_hash = _hash_fn(hashes)
-                if is_multi:
-                    values = [[to_hash(v) for v in row if v is not None] for row in values]
-                else:
-                    values = [None if v is None else to_hash(v) for v in values]
+    def _component(self, key: str | fc.CategoricalColumn) -> tuple[list, bool]:
+        """A cross component per row: hashes of a raw feature's text or a column's ids
+        (None, or left out of a list, where missing), and whether rows hold lists."""
+        memo_key = ("component", key if isinstance(key, str) else self.encoder.same.get(id(key)))
+        if memo_key in self.memo:
+            return self.memo[memo_key]
+        if self._from_context((key,) if isinstance(key, str) else self.encoder.keys_of(key)):
+            values, is_multi = self.shared._component(key)
+            values = values * len(self.rows)
+        elif isinstance(key, str):
+            values, is_multi = self.source(key)
+            hashes = self.encoder.spec._hash_cache
+            to_hash = _hash_fn(hashes)
+            if is_multi:
+                values = [[to_hash(v) for v in row if v is not None] for row in values]
             else:
-                values, is_multi, _ = self.ids(key)
-                if is_multi:
-                    values = [[v for v in row if v >= 0] for row in values]
-                else:
-                    values = [None if v < 0 else v for v in values]
-            comps.append((values, is_multi))
-            multi = multi or is_multi
+                known = [hashes.get(v) for v in values]  # None: missing, or not hashed yet
+                values = [to_hash(v) if h is None and v is not None else h
+                          for h, v in zip(known, values)]  # fmt: skip
+        else:
+            values, is_multi, _ = self.ids(key)
+            if is_multi:
+                values = [[v for v in row if v >= 0] for row in values]
+            else:
+                values = [None if v < 0 else v for v in values]
+        result = self.memo[memo_key] = (values, is_multi)
+        return result
+
+    def _cross(self, column: fc.CrossedColumn) -> tuple[list, bool, None]:
+        comps = [self._component(key) for key in column.keys]
+        multi = any(is_multi for _, is_multi in comps)
         cache = self.encoder.cache(column)
         size, hash_key = column.hash_bucket_size, column.hash_key
 
@@ -465,11 +565,12 @@ class _RowCall:
 
         n = len(self.rows)
         if not multi:
-            out = []
-            for r in range(n):
-                combination = tuple(values[r] for values, _ in comps)
-                out.append(-1 if None in combination else cross(combination))
-            return out, False, None
+            combinations = list(zip(*[values for values, _ in comps]))
+            ids = [cache.get(c, -2) for c in combinations]  # the common case: seen before
+            if -2 in ids:
+                ids = [(-1 if None in c else cross(c)) if i == -2 else i
+                       for i, c in zip(ids, combinations)]  # fmt: skip
+            return ids, False, None
         rows = []
         for r in range(n):
             lists = [
@@ -566,10 +667,11 @@ def _assemble_rows(parts: list, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     if not parts:
         return np.zeros((n, 1), dtype=np.int32), None
     if not any(multi or weights is not None for _, multi, weights, _ in parts):
-        bases = [base for *_, base in parts]
-        columns = [values for values, *_ in parts]
-        matrix = [[v + b if v >= 0 else 0 for v, b in zip(row, bases)] for row in zip(*columns)]
-        return np.array(matrix, dtype=np.int32).reshape(n, len(parts)), None
+        ids = np.empty((len(parts), n), dtype=np.int64)
+        for j, (values, *_) in enumerate(parts):
+            ids[j] = values[0] if type(values) is _Repeated else values
+        bases = np.array([base for *_, base in parts], dtype=np.int64)[:, None]
+        return np.ascontiguousarray(np.where(ids >= 0, ids + bases, 0).T, dtype=np.int32), None
     return assemble(
         [(_as_ids(values, multi, weights), base) for values, multi, weights, base in parts], n
     )

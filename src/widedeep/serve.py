@@ -57,7 +57,7 @@ from .heads import outputs
 from .predict import Predictor
 from .predict import load as load_predictor
 from .serve_metrics import Metrics, shared_size
-from .transform import FAST_PATH_MAX_ROWS
+from .transform import CANDIDATES_ROW_PATH_MAX, FAST_PATH_MAX_ROWS, FeatureSpec
 
 try:  # the ``serve`` extra; checked with a clear message in ``require_serve_extra``
     import orjson
@@ -98,7 +98,7 @@ class RequestError(Exception):
 
 def require_serve_extra() -> None:
     missing = []
-    for name in ("uvicorn", "httptools", "uvloop", "orjson"):
+    for name in ("uvicorn", "httptools", "uvloop", "orjson", "threadpoolctl"):
         try:
             __import__(name)
         except ImportError:
@@ -125,6 +125,7 @@ class Loaded:
     @classmethod
     def load(cls, path: Path) -> Loaded:
         predictor = load_predictor(path)
+        predictor.small_batch = CANDIDATES_ROW_PATH_MAX  # workers run BLAS on one thread
         _warm_up(predictor)
         return cls(
             predictor, Path(predictor.path), Path(predictor.path).name,
@@ -238,6 +239,8 @@ class App:
         self.metrics = metrics or Metrics()
         self.metrics.set_version(slot.current.version)
         self.pool = ThreadPoolExecutor(config.rank_threads, thread_name_prefix="widedeep-rank")
+        # this worker's open connections (set by the worker once its server exists)
+        self.connections: Callable[[], int] | None = None
 
         def swapped(loaded: Loaded | None) -> None:
             self.metrics.swapped(loaded is not None)
@@ -264,7 +267,13 @@ class App:
             traceback.print_exc(file=sys.stderr)
             error, status, headers = "internal", 500, _JSON
             body = orjson.dumps({"error": "internal server error; see the server log"})
+        closing = headers is _CLOSE
         headers = [*headers, (b"content-length", str(len(body)).encode())]  # not chunked
+        if not closing and self.connections and self.metrics.over_share(self.connections()):
+            # the kernel spreads connections by a hash, so a few long-lived ones can pile up
+            # on one worker while another idles: close one after its answer, and the
+            # client's reconnect is spread again, until the workers hold even shares
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(endpoint, time.perf_counter() - start, error)
@@ -358,7 +367,7 @@ class App:
         _check_list(instances, "instances", self.config.max_instances,
                     "split the request (--max_instances)")  # fmt: skip
         _check_rows(instances, loaded.input_keys, "instance", ())
-        scores = _score(loaded.predictor, instances)
+        scores = _score(loaded.predictor, _encode_rows, loaded.predictor.spec, instances)
         self.slot.sample = instances[:1]
         self.metrics.scored(len(instances))
         return {"predictions": scores}
@@ -392,10 +401,10 @@ class App:
         _check_rows(candidates, loaded.input_keys, "candidate", context.keys())
         n, chunk = len(candidates), self.config.rank_chunk
 
+        spec = loaded.predictor.spec
+
         def score(lo: int, hi: int) -> np.ndarray:  # candidates[lo:hi] with the context
-            if hi - lo <= _ROW_PATH_MAX:
-                return _score(loaded.predictor, [{**context, **c} for c in candidates[lo:hi]])
-            return _score(loaded.predictor, _broadcast(context, candidates[lo:hi]))
+            return _score(loaded.predictor, spec.transform_candidates, context, candidates[lo:hi])
 
         if n <= chunk:
             scores = score(0, n)
@@ -507,31 +516,23 @@ def _check_rows(rows: list, keys: tuple[str, ...], what: str, given: Any) -> Non
             )  # fmt: skip
 
 
-def _broadcast(context: dict, candidates: list[dict]) -> dict[str, list]:
-    """Columns for the candidates with every context feature repeated; a candidate's own
-    value of a feature wins over the context's."""
-    n = len(candidates)
-    keys = dict.fromkeys(k for c in candidates for k in c)
-    columns = {k: [v] * n for k, v in context.items() if k not in keys}
-    for k in keys:
-        columns[k] = [c.get(k, context.get(k)) for c in candidates]
-    return columns
+def _encode_rows(spec: FeatureSpec, rows: list) -> Batch:
+    """Up to ``_ROW_PATH_MAX`` row dicts go through the encoder's plain-Python path, in
+    pieces it takes; more go through its Arrow path, whose fixed cost (about a
+    millisecond) is the smaller one from there on."""
+    if FAST_PATH_MAX_ROWS < len(rows) <= _ROW_PATH_MAX:
+        step = FAST_PATH_MAX_ROWS
+        return Batch.concat(
+            [spec.transform(rows[i : i + step], label=False) for i in range(0, len(rows), step)]
+        )
+    return spec.transform(rows, label=False)
 
 
-def _score(predictor: Predictor, rows: Any) -> np.ndarray:
-    """Scores for raw rows (row dicts or columns); anything the encoder cannot read is the
-    client's mistake (400).  Up to ``_ROW_PATH_MAX`` row dicts go through the encoder's
-    plain-Python path, in pieces it takes; more go through its Arrow path, whose fixed
-    cost (about a millisecond) is the smaller one from there on."""
-    spec = predictor.spec
+def _score(predictor: Predictor, encode: Callable[..., Batch], *rows: Any) -> np.ndarray:
+    """Scores of ``encode(*rows)``; anything the encoder cannot read is the client's
+    mistake (400)."""
     try:
-        if isinstance(rows, list) and FAST_PATH_MAX_ROWS < len(rows) <= _ROW_PATH_MAX:
-            step = FAST_PATH_MAX_ROWS
-            batch = Batch.concat(
-                [spec.transform(rows[i : i + step], label=False) for i in range(0, len(rows), step)]
-            )
-        else:
-            batch = spec.transform(rows, label=False)
+        batch = encode(*rows)
     except Exception as e:  # noqa: BLE001 - the model is fixed and good: bad rows made this
         message = str(e) or type(e).__name__
         if not isinstance(e, ValueError):  # not the encoder's own DataError: log for the operator
@@ -563,10 +564,12 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
 def _worker(config: ServeConfig, index: int, shared: Any, port: int, supervisor: int) -> None:
     """One worker process: load the newest model, listen on its own SO_REUSEPORT socket,
     serve until told to stop."""
+    import threadpoolctl
     import uvicorn
 
     _exit_with(supervisor)
     torch.set_num_threads(1)
+    threadpoolctl.threadpool_limits(1)  # NumPy's BLAS too: one core per worker
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     slot = ModelSlot(config.model, log=log)
     app = App(config, slot, Metrics(shared, index, config.n_workers()))
@@ -580,6 +583,7 @@ def _worker(config: ServeConfig, index: int, shared: Any, port: int, supervisor:
         ),
         on_ready=app.metrics.set_ready,
     )  # fmt: skip
+    app.connections = lambda: len(server.server_state.connections)
     server.run(sockets=[sock])
     slot.stop()
 

@@ -37,7 +37,8 @@ _VERSION = _SCORES + 1
 _SWAPS = _VERSION + 1
 _SWAP_FAILURES = _SWAPS + 1
 _READY = _SWAP_FAILURES + 1
-SLOT = _READY + 1  # floats per worker
+_CONNECTIONS = _READY + 1
+SLOT = _CONNECTIONS + 1  # floats per worker
 
 
 def shared_size(workers: int) -> int:
@@ -77,8 +78,16 @@ class Metrics:
         self.row[_READY] = 1.0
 
     def starting(self, worker: int) -> None:
-        """A (re)started worker is not ready until it says so."""
+        """A (re)started worker is not ready until it says so, and holds no connections."""
         self.table[worker, _READY] = 0.0
+        self.table[worker, _CONNECTIONS] = 0.0
+
+    def over_share(self, connections: int) -> bool:
+        """Record this worker's open connections; does it hold more than an even split of
+        all the workers' connections (rounded up)?"""
+        self.row[_CONNECTIONS] = connections
+        total = self.table[:, _CONNECTIONS].sum()
+        return connections > math.ceil(total / len(self.table))
 
     def ready(self) -> np.ndarray:
         """Per worker: has it loaded its model and started listening?"""
@@ -141,6 +150,9 @@ class Metrics:
             f'widedeep_model_info{{model="{model_name}",version="{version}",'
             f'worker="{self.worker}"}} 1'
         )
+        family("widedeep_open_connections", "gauge", "Open client connections, per worker.")
+        for w, n in enumerate(self.table[:, _CONNECTIONS]):
+            out.append(f'widedeep_open_connections{{worker="{w}"}} {n:.0f}')
         family("widedeep_workers", "gauge", "Worker processes listening.")
         out.append(f"widedeep_workers {int(self.ready().sum())}")
         return "\n".join(out) + "\n"
