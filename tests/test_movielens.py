@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from widedeep.cli import main
 from widedeep.datasets import movielens as ml
@@ -191,7 +192,7 @@ def test_ranking_metrics_by_hand():
     assert m["sampled100_ndcg@2"] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("low_negatives", [True, False])
+@pytest.mark.parametrize("low_negatives", [1.0, 0.25, 0.0])
 def test_negatives_are_unrated_and_resampled_each_epoch(tmp_path, low_negatives):
     ratings, movies, users = synthetic()
     data = ml.load_movielens(write_ml100k(tmp_path, ratings, movies, users))
@@ -202,6 +203,7 @@ def test_negatives_are_unrated_and_resampled_each_epoch(tmp_path, low_negatives)
     spec.fit(source.rated)
     rated = set(zip(train.column("user_id").to_pylist(), train.column("movie_id").to_pylist()))
     n_pos = int(sum(r >= 4 for r in train.column("rating").to_pylist()))
+    n_low = train.num_rows - n_pos
     # the rated rows come first: all of them (low ratings labelled 0), or the positives only
     n_rated = train.num_rows if low_negatives else n_pos
     samples = [source.sample(e) for e in (0, 1)]
@@ -218,6 +220,55 @@ def test_negatives_are_unrated_and_resampled_each_epoch(tmp_path, low_negatives)
     batches = list(source.epoch(0))
     assert len(batches) == source.batches_per_epoch()
     assert sum(len(b) for b in batches) == samples[0].num_rows
+    if low_negatives in (0.0, 1.0):  # every example counts once: no weights at all
+        assert all(b.weight is None for b in batches)
+    else:  # each low rating weighs 0.25, every positive and sampled negative 1
+        weight = torch.cat([b.weight for b in batches])
+        label = torch.cat([b.label for b in batches])
+        assert float(weight.sum()) == pytest.approx(4 * n_pos + 0.25 * n_low)
+        assert float(weight[label == 1].sum()) == n_pos  # the weights follow their rows
+        assert sorted(set(weight.tolist())) == [0.25, 1.0]
+    with pytest.raises(ValueError, match="weight in"):
+        SampledNegatives(spec, data, train, 64, low_negatives=1.5)
+
+
+def test_recency_weights_by_hand():
+    # user 1 has two ratings, user 2 four; position p of n weighs exp(s (p/n - 1)), s = ln 4
+    rows = pa.table({"user_id": [1, 1, 2, 2, 2, 2], "rating": [5, 4, 3, 2, 1, 5]})
+    raw = np.array([1 / 4, 1 / 2, 1 / 4, 4 ** (-3 / 4), 1 / 2, 4 ** (-1 / 4)])
+    weights = ml.recency_weights(rows, math.log(4))
+    np.testing.assert_allclose(weights, raw / raw.mean(), rtol=1e-6)
+    assert weights.mean() == pytest.approx(1.0)  # the loss keeps its scale
+    np.testing.assert_array_equal(ml.recency_weights(rows, 0.0), np.ones(6))
+    with pytest.raises(ml.MovieLensError, match="ordered by user"):
+        ml.recency_weights(rows.take([2, 0, 1, 3, 4, 5]), 1.0)
+
+
+def test_movielens_task_recipe_is_the_flag_default(capsys):
+    from widedeep.cli import _preset_defaults, build_parser
+
+    def parsed(*flags: str):
+        argv = ["train", "--dataset", "movielens", *flags]
+        return build_parser(_preset_defaults(argv)).parse_args(argv)
+
+    # the README's rating recipe, without spelling it out
+    rating = parsed("--task", "rating")
+    assert (rating.train_epochs, rating.batch_size, rating.hidden_units) == (6, 256, [64, 32])
+    assert (rating.linear_l2, rating.weight_decay, rating.recency) == (10.0, 0.1, 2.0)
+    ranking = parsed()  # ranking is the default task
+    assert (ranking.train_epochs, ranking.dnn_learning_rate, ranking.linear_l2) == (4, 0.2, 0.0)
+    assert ranking.low_negatives == 0.1
+    # a flag given explicitly wins; the bare --low-negatives is full weight
+    explicit = parsed("--task", "rating", "--train_epochs", "2", "--weight_decay", "0")
+    assert (explicit.train_epochs, explicit.weight_decay) == (2, 0.0)
+    assert parsed("--low-negatives").low_negatives == 1.0
+    assert parsed("--low-negatives", "0").low_negatives == 0.0
+    # the census run keeps its own defaults
+    census = build_parser(_preset_defaults(["train"])).parse_args(["train"])
+    assert (census.train_epochs, census.batch_size) == (40, 40)
+    with pytest.raises(SystemExit):
+        parsed("--low-negatives", "2")
+    assert "expected a weight in [0, 1]" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- download

@@ -44,6 +44,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a weight in [0, 1], got {text!r}")
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -286,8 +306,11 @@ def add_movielens_flags(p: argparse.ArgumentParser) -> None:
     rec = p.add_argument_group("movielens (--dataset movielens --data_dir DIR)")
     _flag(rec, "task", default="ranking", choices=["rating", "ranking"])
     _flag(rec, "negatives", type=int, default=4, help="sampled unrated movies per positive")
-    _flag(rec, "low_negatives", action=argparse.BooleanOptionalAction, default=False,
-          help="ranking: low ratings are negatives too (default: only sampled unrated movies)")
+    _flag(rec, "low_negatives", type=_weight, nargs="?", const=1.0, default=0.1,
+          help="ranking: example weight of low ratings as negatives (default 0.1; 0: only "
+          "sampled unrated movies; the bare flag: 1)")
+    _flag(rec, "recency", type=_nonnegative, default=2.0,
+          help="rating: a user's later ratings weigh up to e^RECENCY times the first (0: off)")
     _flag(rec, "history_length", type=_positive_int, default=50, help="liked movies kept")
     _flag(rec, "eval_split", default="test", choices=["test", "valid"], help="evaluate on")
 
@@ -314,6 +337,7 @@ def cmd_train_movielens(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         negatives=args.negatives,
         low_negatives=args.low_negatives,
+        recency=args.recency,
         history_length=args.history_length,
         split=args.eval_split,
     )
@@ -653,12 +677,19 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
 
 
 def _preset_defaults(argv: list[str] | None) -> dict[str, Any]:
-    """The settings of the preset named by ``--preset`` (if any), as flag defaults, so that
-    flags given explicitly still override them."""
+    """The settings of the preset named by ``--preset`` (if any), or of the MovieLens task's
+    recipe with ``--dataset movielens``, as flag defaults, so that flags given explicitly
+    still override them."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset")
+    pre.add_argument("--dataset")
+    pre.add_argument("--task", default="ranking")
     known, _ = pre.parse_known_args(argv)
     if not known.preset:
+        if known.dataset == "movielens":
+            from .movielens_train import TASK_DEFAULTS
+
+            return dict(TASK_DEFAULTS.get(known.task, {}))  # a bad --task: the parser says so
         return {}
     from .presets import load_preset
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -263,9 +264,10 @@ def load_recommender(model: str | Path, data_dir: str | Path | None = None) -> R
 class SampledNegatives:
     """Ranking training data, as a run-loop source: liked ratings (>= threshold) are positives;
     ``num_negatives`` items per positive that the user did not rate in training, **resampled
-    every epoch**, are negatives, and with ``low_negatives`` the low ratings too.  A sampled
-    negative shares its positive's context (user, time, liked history).  Epoch ``e`` is a pure
-    function of (seed, e), so a resumed run sees the same data."""
+    every epoch**, are negatives, and the low ratings too, each with example weight
+    ``low_negatives`` (0: left out; 1: as much as the rest).  A sampled negative shares its
+    positive's context (user, time, liked history).  Epoch ``e`` is a pure function of
+    (seed, e), so a resumed run sees the same data."""
 
     def __init__(
         self,
@@ -277,8 +279,10 @@ class SampledNegatives:
         seed: int = 0,
         history_length: int = ml.HISTORY_LENGTH,
         like_threshold: int = ml.LIKE_THRESHOLD,
-        low_negatives: bool = False,
+        low_negatives: float = 0.0,
     ) -> None:
+        if not 0 <= low_negatives <= 1:
+            raise ValueError(f"low_negatives is a weight in [0, 1], got {low_negatives}")
         self.spec = spec
         self.data = data
         self.batch_size = batch_size
@@ -288,8 +292,11 @@ class SampledNegatives:
         self.rated = rated  # every rated pair: what the spec's vocabularies are fitted on
         positive = rated.column("label").to_numpy() == 1
         self.positives = rated.filter(pa.array(positive))
-        # without low ratings, only unrated items are negatives: "will the user pick it"
+        # without low ratings, only unrated items are negatives: "will the user pick it"; a
+        # low rating says "picked, but disliked": a weaker negative, so a lighter weight
         self.labelled = rated if low_negatives else self.positives
+        liked = self.labelled.column("label").to_numpy() == 1
+        self.labelled_weights = np.where(liked, 1.0, low_negatives).astype(np.float32)
         self.timestamps = train.column("timestamp").to_numpy()[positive]
         self.item_ids = data.movies.column("movie_id").to_numpy()
         self.train = train
@@ -325,6 +332,10 @@ class SampledNegatives:
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         batch = self.spec.transform(self.sample(epoch), label=True)
+        if not (self.labelled_weights == 1).all():  # the unweighted loss is the faster path
+            sampled = np.ones(len(batch) - len(self.labelled_weights), dtype=np.float32)
+            weight = np.concatenate([self.labelled_weights, sampled])
+            batch = replace(batch, weight=torch.from_numpy(weight))
         yield from InMemory(batch, self.batch_size, self.seed).epoch(epoch, skip)
 
 

@@ -271,6 +271,26 @@ def temporal_split(ratings: pa.Table, fraction: int = 10) -> tuple[pa.Table, pa.
     return ordered.filter(pa.array(~held_out)), ordered.filter(pa.array(held_out))
 
 
+def recency_weights(rows: pa.Table, strength: float) -> np.ndarray:
+    """Per row, exp(strength * (position / count - 1)) along its user's ratings, scaled to
+    mean 1: a user's later ratings weigh more (up to e^strength times the first one).
+
+    Held-out ratings come after each user's training ratings, and a user's tastes and
+    rating level drift; weighting the late ones steers the model towards where each user
+    is now. ``rows`` must be ordered by user, then time, as :func:`temporal_split` returns.
+    """
+    user = rows.column("user_id").to_numpy()
+    if len(user) == 0:
+        return np.zeros(0, dtype=np.float32)
+    if (np.diff(user) < 0).any():
+        raise MovieLensError("recency_weights needs rows ordered by user (temporal_split's)")
+    starts = np.r_[0, np.flatnonzero(np.diff(user)) + 1]
+    counts = np.diff(np.r_[starts, len(user)])
+    position = np.arange(len(user)) - np.repeat(starts, counts)
+    weights = np.exp(strength * (position / np.repeat(counts, counts) - 1.0))
+    return (weights / weights.mean()).astype(np.float32)
+
+
 def liked_history(
     train: pa.Table,
     user_ids: np.ndarray,
@@ -485,4 +505,3 @@ def movielens_spec(task: str = "ranking", **kwargs):
     wide, deep = movielens_columns(**kwargs)
     label = Label("rating", "regression") if task == "rating" else Label("label", "binary")
     return FeatureSpec(wide, deep, label=label)
-
