@@ -1,7 +1,7 @@
 """End-to-end latency and throughput of ``widedeep serve`` over loopback HTTP.
 
 Starts the real server (``--workers`` processes) on a free 127.0.0.1 port and
-drives it with a lean keep-alive HTTP/1.1 client (raw sockets; asyncio + uvloop
+drives it with a lean keep-alive HTTP/1.1 client (raw sockets; one epoll loop
 for the concurrent runs), so the figures are the server's plus a minimal client's:
 
     predict-1     one client, one census row per request             p50 / p99
@@ -17,10 +17,10 @@ the same machine, so it takes CPU from the server; a shared machine adds noise.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -92,45 +92,79 @@ def blocking_run(port: int, data: bytes, n: int, seconds: float) -> list[float]:
     return times
 
 
-async def concurrent_run(
+class _Connection:
+    """One keep-alive client connection of :func:`concurrent_run`."""
+
+    def __init__(self, port: int, times: list[float]) -> None:
+        self.port, self.times = port, times
+        self.sock, self.buf, self.t0 = connect(port), b"", 0.0
+        self.asked_pid = self.sampled = False  # the mid-run /healthz: in flight, done
+
+    def send(self, payload: bytes) -> None:
+        self.t0 = time.perf_counter()
+        self.sock.sendall(payload)
+
+    def response(self) -> tuple[int, bytes] | None:
+        """Read what arrived; (status, body) once a whole response is in, else None."""
+        self.buf += self.sock.recv(1 << 20)
+        head, sep, rest = self.buf.partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        status, length, close = parse_head(head)
+        if len(rest) < length:
+            return None
+        self.buf = rest[length:]
+        if close:  # a worker over its share of connections: reconnect, as HTTP clients do
+            self.sock.close()
+            self.sock, self.buf = connect(self.port), b""
+        return status, rest[:length]
+
+
+def concurrent_run(
     port: int, data: bytes, clients: int, n: int, seconds: float
 ) -> tuple[list[float], float, list[int]]:
     """``clients`` keep-alive connections, each sending its next request when the last is
-    answered; returns latencies, wall time and the worker pid each connection ended on."""
-    deadline = time.perf_counter() + seconds
+    answered, from one thread on an epoll loop (so the load generator takes as little of
+    the shared cores as it can); returns latencies, wall time and the worker pid each
+    connection was on mid-run.  Bounded by ``n`` requests per connection and ``seconds``."""
     health = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
-
-    async def open_connection() -> tuple:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return reader, writer
-
-    async def exchange(conn: list, payload: bytes) -> tuple[int, bytes]:
-        """One request on ``conn`` ([reader, writer]), reconnecting after a server's close."""
-        reader, writer = conn
-        writer.write(payload)
-        status, length, close = parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4])
-        body = await reader.readexactly(length)
-        if close:
-            writer.close()
-            conn[:] = await open_connection()
-        return status, body
-
-    async def client(times: list[float], pids: list[int]) -> None:
-        conn = list(await open_connection())
-        while len(times) < n and time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            status, _ = await exchange(conn, data)
-            times.append(time.perf_counter() - t0)
-            assert status == 200, status
-        pids.append(json.loads((await exchange(conn, health))[1])["pid"])  # where it ended
-        conn[1].close()
-
+    start = time.perf_counter()
+    deadline, halfway = start + seconds, start + seconds / 2
     per_client: list[list[float]] = [[] for _ in range(clients)]
     pids: list[int] = []
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(times, pids) for times in per_client))
-    return [t for times in per_client for t in times], time.perf_counter() - t0, pids
+    selector = selectors.DefaultSelector()
+    for times in per_client:
+        c = _Connection(port, times)
+        selector.register(c.sock, selectors.EVENT_READ, c)
+        c.send(data)
+    open_ = clients
+    while open_:
+        for key, _ in selector.select():
+            c = key.data
+            sock = c.sock
+            answer = c.response()
+            if answer is None:
+                continue
+            status, body = answer
+            assert status == 200, (status, body)
+            now = time.perf_counter()
+            if c.asked_pid:  # the mid-run /healthz, not timed
+                pids.append(json.loads(body)["pid"])
+            else:
+                c.times.append(now - c.t0)
+            if c.sock is not sock:  # reconnected
+                selector.unregister(sock)
+                selector.register(c.sock, selectors.EVENT_READ, c)
+            if len(c.times) >= n or now > deadline:
+                selector.unregister(c.sock)
+                c.sock.close()
+                open_ -= 1
+                continue
+            c.asked_pid = not c.sampled and (len(c.times) >= n // 2 or now > halfway)
+            c.sampled = c.sampled or c.asked_pid
+            c.send(health if c.asked_pid else data)
+    selector.close()
+    return [t for times in per_client for t in times], time.perf_counter() - start, pids
 
 
 def start_server(
@@ -202,7 +236,6 @@ def measure(
     """The three runs (and with ``stacks`` the HTTP stacks alone) against a server started
     here; ``model`` None trains and exports a census model first. Each run is bounded by
     ``requests`` and ``seconds``, each warm-up by ``warmup`` (requests, seconds)."""
-    import uvloop
 
     from widedeep.datasets import census
 
@@ -230,11 +263,9 @@ def measure(
         try:
             single(proc, port, predict, "predict-1, 1 client")
             for k in (100, 1000):
-                uvloop.run(concurrent_run(port, rank[k], clients, *warmup))
+                concurrent_run(port, rank[k], clients, *warmup)
                 cpu = server_cpu_seconds(proc)
-                times, wall, pids = uvloop.run(
-                    concurrent_run(port, rank[k], clients, requests, seconds)
-                )
+                times, wall, pids = concurrent_run(port, rank[k], clients, requests, seconds)
                 cpu = server_cpu_seconds(proc) - cpu
                 results.append(summary(f"rank-{k}, {clients} clients", times, wall, k, cpu))
                 results[-1]["connections_per_worker"] = sorted(pids.count(p) for p in set(pids))

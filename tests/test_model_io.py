@@ -254,7 +254,9 @@ def test_small_batch_forward_equals_the_module(model_type, batch_norm):
         [
             fc.numeric_column("x"),
             fc.embedding_column(tags, dimension=3, combiner="mean"),
+            fc.embedding_column(tags, dimension=2, combiner="sum"),  # several ids, no weights
             fc.indicator_column(fc.categorical_column_with_hash_bucket("city", 20)),
+            fc.indicator_column(tags),
         ],
         label="y",
     )

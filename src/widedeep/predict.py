@@ -165,7 +165,8 @@ class SmallBatchForward:
             ]
             x = np.concatenate([*parts, batch.dense.numpy()], axis=1)
             weight, bias = self.first
-            h = x @ weight + bias
+            h = x @ weight
+            h += bias
             if self.indicator is not None:
                 h += _gather_sum(self.indicator, batch.indicator_ids, batch.indicator_weights)
             for layer in self.layers:
@@ -179,10 +180,15 @@ def _view(p: torch.Tensor) -> np.ndarray:
 
 
 def _gather_sum(table: np.ndarray, ids: torch.Tensor, weights: torch.Tensor | None) -> np.ndarray:
-    rows = table[ids.numpy()]  # [n, k, d]
+    ids = ids.numpy()
     if weights is not None:
-        rows = rows * weights.numpy()[:, :, None]
-    return rows.sum(axis=1)
+        return (table[ids] * weights.numpy()[:, :, None]).sum(axis=1)
+    if table.shape[1] == 1:  # the wide part: one weight per id
+        return table[:, 0][ids].sum(axis=1, keepdims=True)
+    out = table[ids[:, 0]]  # one gather per slot: no [n, k, d] temporary to reduce
+    for j in range(1, ids.shape[1]):
+        out += table[ids[:, j]]
+    return out
 
 
 def _layer(module: nn.Module):
@@ -190,7 +196,13 @@ def _layer(module: nn.Module):
         return lambda h: np.maximum(h, 0, out=h)
     if isinstance(module, nn.Linear):
         weight, bias = _view(module.weight).T, _view(module.bias)
-        return lambda h: h @ weight + bias
+
+        def linear(h: np.ndarray) -> np.ndarray:
+            out = h @ weight
+            out += bias  # in place: one temporary less per layer
+            return out
+
+        return linear
     mean, var = _view(module.running_mean), _view(module.running_var)
     weight, bias, eps = _view(module.weight), _view(module.bias), module.eps
     return lambda h: (h - mean) / np.sqrt(var + eps) * weight + bias

@@ -221,7 +221,8 @@ class _RowEncoder:
         for column in self.embeddings:
             values, multi, weights = call.ids(column.categorical_column)
             if not multi and weights is None:
-                ids = np.array([[v + 1 if v >= 0 else 0] for v in values], dtype=np.int32)
+                ids = np.array(values, dtype=np.int64).reshape(n, 1)
+                ids = np.where(ids >= 0, ids + 1, 0).astype(np.int32)  # 0 pads
                 embed_ids.append(torch.from_numpy(ids))
                 embed_weights.append(None)
             else:
@@ -256,6 +257,16 @@ class _RowEncoder:
             indicator_weights=_tensor(indicator_weights),
             dense=torch.from_numpy(dense),
         )
+
+    def number_fn(self, column: fc.NumericColumn) -> Any:
+        """The one-row path's row -> normalised float for the column, or None."""
+        key = ("number", id(column))
+        if key not in self.caches:
+            try:
+                self.caches[key] = self._number_fn(column)
+            except _Fallback:
+                self.caches[key] = None
+        return self.caches[key]
 
     def keys_of(self, column: Any) -> list[str]:
         keys = self.input_keys.get(id(column))
@@ -362,7 +373,8 @@ class _RowCall:
             if key not in row:
                 raise _Fallback  # a missing column: the Arrow path reports it
             return [row[key]]
-        values = [row.get(key, self.context.get(key)) for row in self.rows]  # absent: None
+        default = self.context.get(key)
+        values = [row.get(key, default) for row in self.rows]  # absent: None
         if all(v is None for v in values) and not any(key in row for row in self.rows):
             if key not in self.context:
                 raise _Fallback  # a missing column: the Arrow path reports it
@@ -440,6 +452,9 @@ class _RowCall:
         """[rows, dimension] normalised values; with ``repeat`` False a context feature's
         are [1, dimension], for the caller to broadcast."""
         if self._from_context((column.key,)):
+            one = None if repeat else self.encoder.number_fn(column)
+            if one is not None:
+                return one(self.context)  # a scalar, as the one-row path computes it
             x = self.shared.normalized(column)
             return np.repeat(x, len(self.rows), axis=0) if repeat else x
         x = np.array(self.numeric(column), dtype=np.float64).reshape(-1, column.dimension)
@@ -537,9 +552,9 @@ class _RowCall:
             if is_multi:
                 values = [[to_hash(v) for v in row if v is not None] for row in values]
             else:
-                known = [hashes.get(v) for v in values]  # None: missing, or not hashed yet
-                values = [to_hash(v) if h is None and v is not None else h
-                          for h, v in zip(known, values)]  # fmt: skip
+                known = hashes.get
+                values = [h if (h := known(v)) is not None or v is None else to_hash(v)
+                          for v in values]  # fmt: skip
         else:
             values, is_multi, _ = self.ids(key)
             if is_multi:

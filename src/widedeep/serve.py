@@ -500,6 +500,8 @@ def _check_rows(rows: list, keys: tuple[str, ...], what: str, given: Any) -> Non
     """Every row an object holding every feature the model reads (or the context gives)."""
     need = [k for k in keys if k not in given]
     need_set = set(need)
+    if all(type(row) is dict and need_set <= row.keys() for row in rows):
+        return  # the common case in one pass; the loop below names the first bad row
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RequestError(
@@ -579,7 +581,7 @@ def _worker(config: ServeConfig, index: int, shared: Any, port: int, supervisor:
     server = _server_class()(
         uvicorn.Config(
             app, loop=config.loop, http=config.http, lifespan="off", access_log=False,
-            log_level="warning", timeout_keep_alive=30,
+            log_level="warning", timeout_keep_alive=30, proxy_headers=False,
         ),
         on_ready=app.metrics.set_ready,
     )  # fmt: skip
