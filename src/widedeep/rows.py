@@ -682,11 +682,13 @@ def _assemble_rows(parts: list, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     if not parts:
         return np.zeros((n, 1), dtype=np.int32), None
     if not any(multi or weights is not None for _, multi, weights, _ in parts):
-        ids = np.empty((len(parts), n), dtype=np.int64)
+        ids = np.empty((n, len(parts)), dtype=np.int32)
         for j, (values, *_) in enumerate(parts):
-            ids[j] = values[0] if type(values) is _Repeated else values
-        bases = np.array([base for *_, base in parts], dtype=np.int64)[:, None]
-        return np.ascontiguousarray(np.where(ids >= 0, ids + bases, 0).T, dtype=np.int32), None
+            ids[:, j] = values[0] if type(values) is _Repeated else values
+        missing = ids < 0
+        ids += np.array([base for *_, base in parts], dtype=np.int32)
+        ids[missing] = 0
+        return ids, None
     return assemble(
         [(_as_ids(values, multi, weights), base) for values, multi, weights, base in parts], n
     )

@@ -32,6 +32,7 @@ model it started with until it finishes, so none fails across a swap.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import re
 import select
@@ -44,6 +45,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -496,12 +498,18 @@ def _check_list(value: Any, name: str, limit: int, fix: str) -> None:
         )
 
 
+_COVERS = type({}.keys()).__ge__  # keys >= needed
+
+
 def _check_rows(rows: list, keys: tuple[str, ...], what: str, given: Any) -> None:
     """Every row an object holding every feature the model reads (or the context gives)."""
     need = [k for k in keys if k not in given]
     need_set = set(need)
-    if all(type(row) is dict and need_set <= row.keys() for row in rows):
-        return  # the common case in one pass; the loop below names the first bad row
+    try:  # the common case in one C-level pass; the loop below names the first bad row
+        if all(map(_COVERS, map(dict.keys, rows), repeat(need_set))):
+            return
+    except TypeError:
+        pass  # a row that is not an object
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RequestError(
@@ -586,6 +594,8 @@ def _worker(config: ServeConfig, index: int, shared: Any, port: int, supervisor:
         on_ready=app.metrics.set_ready,
     )  # fmt: skip
     app.connections = lambda: len(server.server_state.connections)
+    gc.collect()
+    gc.freeze()  # the loaded libraries' objects: full collections need not scan them again
     server.run(sockets=[sock])
     slot.stop()
 
