@@ -55,7 +55,7 @@ class _RowEncoder:
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
         self.state = spec.state_
-        self.caches: dict[int, dict] = {}
+        self.caches: dict[Any, Any] = {}  # per column: value -> id, and what is found once
         self.vocabularies: dict[int, dict[str, int]] = {}
         base, self.wide = 1, []
         for column, size in zip(spec.wide_columns, spec.wide_sizes()):
@@ -71,7 +71,6 @@ class _RowEncoder:
         self.plain_dense = all(c.normalizer is None for c in self.numerics)
         self.dense_dim = spec.dense_dim_
         self.lookups: dict[int, Any] = {}
-        self.input_keys: dict[int, list[str]] = {}
         # a spec read from JSON holds equal but separate objects where the declaration shared
         # one column (education in the wide part and in an indicator): encode it once a call
         self.same: dict[int, int] = {}
@@ -268,11 +267,11 @@ class _RowEncoder:
                 self.caches[key] = None
         return self.caches[key]
 
-    def keys_of(self, column: Any) -> list[str]:
-        keys = self.input_keys.get(id(column))
-        if keys is None:
-            keys = self.input_keys[id(column)] = fc.input_keys(column)
-        return keys
+    def keys_of(self, column: fc.FeatureColumn) -> list[str]:
+        key = ("keys", id(column))
+        if key not in self.caches:
+            self.caches[key] = fc.input_keys(column)
+        return self.caches[key]
 
     def state_of(self, column: fc.FeatureColumn) -> Any:
         """The column's fitted state (None when it has none), found once."""
