@@ -9,9 +9,11 @@ with status 2; an interrupted run exits with 130 after checkpointing.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,44 +36,25 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     parser.add_argument(*names, dest=name, **kwargs)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number_in(kind: type, low: float, high: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: a ``kind`` number in [low, high], else one line naming it."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _weight(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a weight in [0, 1], got {text!r}")
-    return value
-
-
-def _nonnegative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a count (0 or more), got {text!r}")
-    return value
+_positive_int = _number_in(int, 1, math.inf, "a positive integer")
+_count = _number_in(int, 0, math.inf, "a count (0 or more)")
+_weight = _number_in(float, 0, 1, "a weight in [0, 1]")
+_nonnegative = _number_in(float, 0, math.inf, "a number >= 0")
 
 
 def _hidden_units(text: str) -> list[int]:
