@@ -285,3 +285,20 @@ def test_small_batch_forward_equals_the_module(model_type, batch_norm):
     np.testing.assert_allclose(
         [predictor.predict_logits(r)[0, 0] for r in rows[:5]], expected[:5, 0], rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("head", ["binary", "multiclass", "regression"])
+def test_numpy_outputs_equal_the_torch_ones(head):
+    """The serving path's NumPy twin of ``heads.outputs``, extreme logits included."""
+    from widedeep.heads import outputs, outputs_numpy
+
+    rng = np.random.default_rng(0)
+    width = 3 if head == "multiclass" else 1
+    logits = np.concatenate(
+        [rng.normal(0, 4, (50, width)), np.full((1, width), 100.0), np.full((1, width), -100.0)]
+    ).astype(np.float32)
+    logits[-1, 0] = -100.0 if head != "multiclass" else 50.0  # a skewed row for softmax
+    expected = outputs(torch.from_numpy(logits), head)
+    got = outputs_numpy(logits, head)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-30)

@@ -43,6 +43,18 @@ def outputs(logits: torch.Tensor, head: str) -> np.ndarray:
     return logits[:, 0].numpy()
 
 
+def outputs_numpy(logits: np.ndarray, head: str) -> np.ndarray:
+    """:func:`outputs` in NumPy, for the NumPy forward path's few rows, where a torch call
+    costs more than the arithmetic; in float64, so that ``exp`` cannot overflow."""
+    if head == "regression":
+        return logits[:, 0]
+    x = logits.astype(np.float64)
+    if head == "binary":
+        return (1.0 / (1.0 + np.exp(-x[:, 0]))).astype(np.float32)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def evaluation_metrics(
     logits: torch.Tensor,
     label: torch.Tensor,

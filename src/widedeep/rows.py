@@ -257,6 +257,16 @@ class _RowEncoder:
             dense=torch.from_numpy(dense),
         )
 
+    def scalar_fn(self, column: fc.CategoricalColumn) -> Any:
+        """The one-row path's row -> id (-1 = none) for the column, or None."""
+        key = ("scalar", id(column))
+        if key not in self.caches:
+            try:
+                self.caches[key] = self._scalar_fn(column)
+            except _Fallback:
+                self.caches[key] = None
+        return self.caches[key]
+
     def number_fn(self, column: fc.NumericColumn) -> Any:
         """The one-row path's row -> normalised float for the column, or None."""
         key = ("number", id(column))
@@ -356,7 +366,7 @@ class _RowCall:
         self.context = context or {}
         self.shared: _RowCall | None = None
         if self.context:
-            given = {k for row in rows for k in row}
+            given = set().union(*rows)
             self.context_only = {k for k in self.context if k not in given}
             if self.context_only:
                 self.shared = _RowCall(encoder, [self.context])
@@ -464,6 +474,14 @@ class _RowCall:
         memo_key = self.encoder.same.get(id(column))
         if memo_key not in self.memo:
             if self._from_context(self.encoder.keys_of(column)):
+                one = self.encoder.scalar_fn(column)  # the one-row path's, if it has one
+                if one is not None:
+                    try:
+                        values = _Repeated([one(self.context)] * len(self.rows))
+                        result = self.memo[memo_key] = (values, False, None)
+                        return result
+                    except _Fallback:
+                        pass  # a list or something unusual: the general path below
                 values, multi, weights = self.shared.ids(column)
                 n = len(self.rows)
                 if not multi and weights is None:

@@ -55,7 +55,7 @@ import torch
 from . import artifact
 from . import feature_column as fc
 from .batch import Batch
-from .heads import outputs
+from .heads import outputs_numpy
 from .predict import Predictor
 from .predict import load as load_predictor
 from .serve_metrics import Metrics, shared_size
@@ -548,7 +548,7 @@ def _score(predictor: Predictor, encode: Callable[..., Batch], *rows: Any) -> np
         if not isinstance(e, ValueError):  # not the encoder's own DataError: log for the operator
             traceback.print_exc(file=sys.stderr)
         raise RequestError(400, "invalid_input", f"cannot encode the input: {message}") from None
-    scores = outputs(predictor.forward(batch), predictor.head)  # NumPy path for a few rows
+    scores = outputs_numpy(predictor.forward(batch).numpy(), predictor.head)
     if not np.all(np.isfinite(scores)):
         raise RequestError(
             400, "invalid_input", "the input gives non-finite scores; check numeric features"
