@@ -17,11 +17,15 @@ How it is fast: a supervisor spawns one worker process per core; each binds its
 own ``SO_REUSEPORT`` socket on the same port, so the kernel spreads connections
 over the workers by a hash of the address pair.  (A pre-fork server's single
 shared socket tends to hand every long-lived keep-alive connection to the one
-worker that happens to be awake.)  Each worker is a plain ASGI app on uvicorn
-with httptools + uvloop and orjson, scoring inline on its event loop with one
-torch thread: for sub-millisecond work a hop to a thread pool costs more than it
-saves.  Only candidate lists longer than ``rank_chunk`` are split across threads,
-as the paper's serving system does.
+worker that happens to be awake.)  A hash splits a few connections unevenly, so
+a worker holding more than an even share closes one after answering on it and
+the client's reconnect is hashed again.  Each worker is a plain ASGI app on
+uvicorn with httptools + uvloop and orjson, scoring inline on its event loop
+with one torch (and BLAS) thread: for sub-millisecond work a hop to a thread
+pool costs more than it saves.  A ranking request's context features are
+encoded once for all its candidates (``FeatureSpec.transform_candidates``);
+only candidate lists longer than ``rank_chunk`` are split across threads, as
+the paper's serving system does.
 
 Hot swap: a background thread per worker polls the base directory; when the
 newest export changes it loads and checks it off the request path, scores one
