@@ -459,7 +459,7 @@ class _RowCall:
 
     def normalized(self, column: fc.NumericColumn, repeat: bool = True) -> np.ndarray:
         """[rows, dimension] normalised values; with ``repeat`` False a context feature's
-        are [1, dimension], for the caller to broadcast."""
+        come once (a scalar or [1, dimension]), for the caller to broadcast."""
         if self._from_context((column.key,)):
             one = None if repeat else self.encoder.number_fn(column)
             if one is not None:
@@ -474,24 +474,24 @@ class _RowCall:
         memo_key = self.encoder.same.get(id(column))
         if memo_key not in self.memo:
             if self._from_context(self.encoder.keys_of(column)):
-                one = self.encoder.scalar_fn(column)  # the one-row path's, if it has one
-                if one is not None:
-                    try:
-                        values = _Repeated([one(self.context)] * len(self.rows))
-                        result = self.memo[memo_key] = (values, False, None)
-                        return result
-                    except _Fallback:
-                        pass  # a list or something unusual: the general path below
-                values, multi, weights = self.shared.ids(column)
-                n = len(self.rows)
-                if not multi and weights is None:
-                    values = _Repeated(values * n)
-                else:
-                    values, weights = values * n, None if weights is None else weights * n
-                self.memo[memo_key] = (values, multi, weights)
+                self.memo[memo_key] = self._context_ids(column)
             else:
                 self.memo[memo_key] = self._ids(column)
         return self.memo[memo_key]
+
+    def _context_ids(self, column: fc.CategoricalColumn) -> tuple[list, bool, list | None]:
+        """Ids of a column that reads context features only: found once, repeated per row."""
+        n = len(self.rows)
+        one = self.encoder.scalar_fn(column)  # the one-row path's, where it has one
+        if one is not None:
+            try:
+                return _Repeated([one(self.context)] * n), False, None
+            except _Fallback:
+                pass  # a list or something unusual: the general path below
+        values, multi, weights = self.shared.ids(column)
+        if not multi and weights is None:
+            return _Repeated(values * n), False, None
+        return values * n, multi, None if weights is None else weights * n
 
     def _ids(self, column: fc.CategoricalColumn) -> tuple[list, bool, list | None]:
         if isinstance(column, fc.BucketizedColumn):
