@@ -257,38 +257,27 @@ class _RowEncoder:
             dense=torch.from_numpy(dense),
         )
 
+    def _once(self, kind: str, column: Any, make: Any) -> Any:
+        """``make(column)``, computed on the column's first use and kept."""
+        key = (kind, id(column))
+        if key not in self.caches:
+            self.caches[key] = make(column)
+        return self.caches[key]
+
     def scalar_fn(self, column: fc.CategoricalColumn) -> Any:
         """The one-row path's row -> id (-1 = none) for the column, or None."""
-        key = ("scalar", id(column))
-        if key not in self.caches:
-            try:
-                self.caches[key] = self._scalar_fn(column)
-            except _Fallback:
-                self.caches[key] = None
-        return self.caches[key]
+        return self._once("scalar", column, _or_none(self._scalar_fn))
 
     def number_fn(self, column: fc.NumericColumn) -> Any:
         """The one-row path's row -> normalised float for the column, or None."""
-        key = ("number", id(column))
-        if key not in self.caches:
-            try:
-                self.caches[key] = self._number_fn(column)
-            except _Fallback:
-                self.caches[key] = None
-        return self.caches[key]
+        return self._once("number", column, _or_none(self._number_fn))
 
     def keys_of(self, column: fc.FeatureColumn) -> list[str]:
-        key = ("keys", id(column))
-        if key not in self.caches:
-            self.caches[key] = fc.input_keys(column)
-        return self.caches[key]
+        return self._once("keys", column, fc.input_keys)
 
     def state_of(self, column: fc.FeatureColumn) -> Any:
-        """The column's fitted state (None when it has none), found once."""
-        key = ("state", id(column))
-        if key not in self.caches:
-            self.caches[key] = self.state.get(_state_key(column))
-        return self.caches[key]
+        """The column's fitted state (None when it has none)."""
+        return self._once("state", column, lambda c: self.state.get(_state_key(c)))
 
     def cache(self, column: Any) -> dict:
         cache = self.caches.get(id(column))
@@ -344,6 +333,18 @@ class _RowEncoder:
                 vocabulary = self.state[_state_key(column)]["vocabulary"]
             index = self.vocabularies[id(column)] = {v: i for i, v in enumerate(vocabulary)}
         return index
+
+
+def _or_none(make: Any) -> Any:
+    """``make``, answering None where it raises ``_Fallback``."""
+
+    def call(column: Any) -> Any:
+        try:
+            return make(column)
+        except _Fallback:
+            return None
+
+    return call
 
 
 class _Repeated(list):
