@@ -134,7 +134,7 @@ class SmallBatchForward:
         if model.has_deep:
             self.embeddings = [_view(bag.weight) for bag in model.embeddings]
             self.indicator = None if model.indicator is None else _view(model.indicator.weight)
-            self.first = (_view(model.first.weight).T, _view(model.first.bias))
+            self.first = (_view(model.first.weight), _view(model.first.bias))
             self.layers = [_layer(m) for m in model.rest if not isinstance(m, nn.Dropout)]
         self.n_outputs = c.n_outputs
 
@@ -163,16 +163,18 @@ class SmallBatchForward:
                 _gather_sum(table, ids, w)
                 for table, ids, w in zip(self.embeddings, batch.embed_ids, batch.embed_weights)
             ]
-            x = np.concatenate([*parts, batch.dense.numpy()], axis=1)
+            # the MLP runs feature-major ([features, rows]): ``weight @ h`` multiplies the
+            # modules' [out, in] weights as stored, about 2x faster than ``h @ weight.T``
+            x = np.concatenate([*[q.T for q in parts], batch.dense.numpy().T], axis=0)
             weight, bias = self.first
-            h = x @ weight
-            h += bias
+            h = weight @ x
+            h += bias[:, None]
             if self.indicator is not None:
-                h += _gather_sum(self.indicator, batch.indicator_ids, batch.indicator_weights)
+                h += _gather_sum(self.indicator, batch.indicator_ids, batch.indicator_weights).T
             for layer in self.layers:
                 h = layer(h)
-            logits = h if logits is None else logits + h
-        return logits
+            logits = h.T if logits is None else logits + h.T
+        return np.ascontiguousarray(logits)
 
 
 def _view(p: torch.Tensor) -> np.ndarray:
@@ -195,14 +197,14 @@ def _layer(module: nn.Module):
     if isinstance(module, nn.ReLU):
         return lambda h: np.maximum(h, 0, out=h)
     if isinstance(module, nn.Linear):
-        weight, bias = _view(module.weight).T, _view(module.bias)
+        weight, bias = _view(module.weight), _view(module.bias)[:, None]
 
-        def linear(h: np.ndarray) -> np.ndarray:
-            out = h @ weight
+        def linear(h: np.ndarray) -> np.ndarray:  # h: [features, rows]
+            out = weight @ h
             out += bias  # in place: one temporary less per layer
             return out
 
         return linear
-    mean, var = _view(module.running_mean), _view(module.running_var)
-    weight, bias, eps = _view(module.weight), _view(module.bias), module.eps
+    mean, var = _view(module.running_mean)[:, None], _view(module.running_var)[:, None]
+    weight, bias, eps = _view(module.weight)[:, None], _view(module.bias)[:, None], module.eps
     return lambda h: (h - mean) / np.sqrt(var + eps) * weight + bias
