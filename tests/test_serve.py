@@ -33,8 +33,7 @@ from widedeep.datasets import census  # noqa: E402
 from widedeep.model import ModelConfig, WideDeep  # noqa: E402
 from widedeep.predict import load  # noqa: E402
 
-# rank_chunk 130: 300 candidates are scored on threads, in pieces of 130 (the encoder's
-# Arrow path) and 40 (its row path)
+# rank_chunk 130: 300 candidates are scored on threads, in pieces of 130 and 40
 LIMITS = {"max_body_bytes": 100_000, "max_instances": 50, "max_candidates": 400, "rank_chunk": 130}
 
 
@@ -240,16 +239,29 @@ def test_keep_alive_connections_end_evenly_spread_over_the_workers(server):
     split unevenly (5/3, 6/2, ...): a worker holding more than half closes a connection
     after answering on it, the client reconnects (http.client does so by itself) and the
     kernel hashes it again, until each worker holds 4 and the connections stay put."""
-    conns = [http.client.HTTPConnection("127.0.0.1", server["port"], timeout=30) for _ in range(8)]
-    for c in conns:
-        c.connect()
-    for _ in range(100):  # rounds: each connection asks once; bounded, normally a few
+
+    def ask_each(conns: list) -> tuple[list[int], int]:
         pids, closed = [], 0
         for c in conns:
             c.request("GET", "/healthz")
             response = c.getresponse()
             pids.append(json.loads(response.read())["pid"])
             closed += response.will_close
+        return pids, closed
+
+    for _ in range(20):  # fresh connections until the hash splits them unevenly (3 in 4)
+        conns = [http.client.HTTPConnection("127.0.0.1", server["port"], timeout=30)
+                 for _ in range(8)]  # fmt: skip
+        for c in conns:
+            c.connect()
+        pids, closed = ask_each(conns)
+        if sorted(Counter(pids).values()) != [4, 4]:
+            break
+        for c in conns:
+            c.close()
+    assert sorted(Counter(pids).values()) != [4, 4] and closed > 0  # uneven: it sheds some
+    for _ in range(100):  # rounds: each connection asks once; bounded, normally a few
+        pids, closed = ask_each(conns)
         if not closed:
             break
     assert closed == 0 and sorted(Counter(pids).values()) == [4, 4]

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from .transform import FeatureSpec
 
 
-FAST_PATH_MAX_ROWS = 64  # row dicts up to this many are encoded in plain Python
+# row dicts up to this many are encoded in plain Python: the Arrow path's fixed cost is
+# larger up to about 1,000 census rows (at 64 rows 0.27 vs 1.5 ms, at 512 1.3 vs 2.4 ms)
+FAST_PATH_MAX_ROWS = 512
 _CACHE_LIMIT = 100_000  # per-column lookup caches are cleared past this many values
 _INT64 = 1 << 63
 

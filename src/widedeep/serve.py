@@ -63,7 +63,7 @@ from .heads import outputs_numpy
 from .predict import Predictor
 from .predict import load as load_predictor
 from .serve_metrics import Metrics, shared_size
-from .transform import CANDIDATES_ROW_PATH_MAX, FAST_PATH_MAX_ROWS, FeatureSpec
+from .transform import FAST_PATH_MAX_ROWS
 
 try:  # the ``serve`` extra; checked with a clear message in ``require_serve_extra``
     import orjson
@@ -131,7 +131,7 @@ class Loaded:
     @classmethod
     def load(cls, path: Path) -> Loaded:
         predictor = load_predictor(path)
-        predictor.small_batch = CANDIDATES_ROW_PATH_MAX  # workers run BLAS on one thread
+        predictor.small_batch = FAST_PATH_MAX_ROWS  # workers run BLAS on one thread
         _warm_up(predictor)
         return cls(
             predictor, Path(predictor.path), Path(predictor.path).name,
@@ -225,9 +225,6 @@ def _mtime(path: Path) -> float:
 
 # --------------------------------------------------------------------------- the ASGI app
 
-# row dicts up to this many encode faster in pieces on the encoder's plain-Python path than
-# as columns on its Arrow path (benchmarks/bench_serve.py; about 1 ms each for 100 rows)
-_ROW_PATH_MAX = 2 * FAST_PATH_MAX_ROWS
 _ROUTE = re.compile(r"^/v1/models/([^/:]+)(?:/versions/([^/:]+))?(?:(/metadata)|:(\w+))?$")
 _JSON = [(b"content-type", b"application/json")]
 _CLOSE = [(b"content-type", b"application/json"), (b"connection", b"close")]
@@ -373,7 +370,8 @@ class App:
         _check_list(instances, "instances", self.config.max_instances,
                     "split the request (--max_instances)")  # fmt: skip
         _check_rows(instances, loaded.input_keys, "instance", ())
-        scores = _score(loaded.predictor, _encode_rows, loaded.predictor.spec, instances)
+        spec = loaded.predictor.spec
+        scores = _score(loaded.predictor, lambda rows: spec.transform(rows, label=False), instances)
         self.slot.sample = instances[:1]
         self.metrics.scored(len(instances))
         return {"predictions": scores}
@@ -528,18 +526,6 @@ def _check_rows(rows: list, keys: tuple[str, ...], what: str, given: Any) -> Non
                 f"{what} {i} is missing feature(s) {', '.join(map(repr, missing))}{where}; "
                 f"the model reads {list(keys)}",
             )  # fmt: skip
-
-
-def _encode_rows(spec: FeatureSpec, rows: list) -> Batch:
-    """Up to ``_ROW_PATH_MAX`` row dicts go through the encoder's plain-Python path, in
-    pieces it takes; more go through its Arrow path, whose fixed cost (about a
-    millisecond) is the smaller one from there on."""
-    if FAST_PATH_MAX_ROWS < len(rows) <= _ROW_PATH_MAX:
-        step = FAST_PATH_MAX_ROWS
-        return Batch.concat(
-            [spec.transform(rows[i : i + step], label=False) for i in range(0, len(rows), step)]
-        )
-    return spec.transform(rows, label=False)
 
 
 def _score(predictor: Predictor, encode: Callable[..., Batch], *rows: Any) -> np.ndarray:

@@ -40,10 +40,6 @@ from .feature_column import FeatureColumnError
 from .ids import Ids, assemble, combine
 from .rows import FAST_PATH_MAX_ROWS, _Fallback, _RowEncoder, _tensor
 
-# ranking candidates up to this many take the plain-Python path: with the context encoded
-# once, it beats the Arrow path's fixed cost up to about here
-CANDIDATES_ROW_PATH_MAX = 512
-
 SPEC_FORMAT_VERSION = 1
 HEADS = ("binary", "multiclass", "regression")
 
@@ -381,7 +377,7 @@ class FeatureSpec:
         the context's features with the candidate's own on top.  What reads only context
         features is encoded once for all candidates, the rest per candidate."""
         self._require_fitted()
-        if len(candidates) <= CANDIDATES_ROW_PATH_MAX:
+        if len(candidates) <= FAST_PATH_MAX_ROWS:
             try:
                 return self._row_encoder().encode(candidates, False, context)
             except _Fallback:
