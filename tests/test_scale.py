@@ -272,23 +272,38 @@ def _run(rank: int, world: int, port: int, data: str, out: str, batch_size: int)
         distributed.shutdown()
 
 
-def test_two_gloo_processes_train_like_one_process_at_the_global_batch(tmp_path):
+@pytest.mark.parametrize(
+    "world, exchange_min_rows, pack_min_bytes",
+    [
+        (2, None, None),  # as configured: the deep embedding all-reduced by DDP
+        # 3 ranks (no power of two): the embedding's touched rows exchanged instead, and
+        # the wide table FTRL's packed [weight | accum | linear] table
+        (3, 1, 1),
+    ],
+)
+def test_gloo_processes_train_like_one_process_at_the_global_batch(
+    tmp_path, monkeypatch, world, exchange_min_rows, pack_min_bytes
+):
+    from widedeep import optim
+
+    if exchange_min_rows is not None:  # forked processes inherit the patched modules
+        monkeypatch.setattr(distributed, "EXCHANGE_MIN_ROWS", exchange_min_rows)
+        monkeypatch.setattr(optim, "PACK_MIN_BYTES", pack_min_bytes)
     data = tmp_path / "train.parquet"
     pq.write_table(make_table(700, 11), data)
     port = _free_port()
     mp.start_processes(
-        _run, args=(2, port, str(data), str(tmp_path), 32), nprocs=2, start_method="fork"
+        _run, args=(world, port, str(data), str(tmp_path), 32), nprocs=world, start_method="fork"
     )
-    _run(0, 1, 0, str(data), str(tmp_path), 64)
-    r0, r1, single = (
-        load_file(tmp_path / name)
-        for name in ("rank0-of-2.safetensors", "rank1-of-2.safetensors", "rank0-of-1.safetensors")
-    )
-    assert r0.keys() == single.keys()
+    _run(0, 1, 0, str(data), str(tmp_path), 32 * world)
+    ranks = [load_file(tmp_path / f"rank{r}-of-{world}.safetensors") for r in range(world)]
+    single = load_file(tmp_path / "rank0-of-1.safetensors")
+    assert ranks[0].keys() == single.keys()
     for k in single:
-        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0)  # ranks agree exactly
-        torch.testing.assert_close(r0[k], single[k], rtol=1e-5, atol=1e-5)
-    assert float(r0["wide.weight"].abs().sum()) > 0  # the sparse wide table did train
+        for other in ranks[1:]:
+            torch.testing.assert_close(other[k], ranks[0][k], rtol=0, atol=0)  # ranks agree
+        torch.testing.assert_close(ranks[0][k], single[k], rtol=1e-5, atol=1e-5)
+    assert float(ranks[0]["wide.weight"].abs().sum()) > 0  # the sparse wide table did train
 
 
 def _run_stream(rank, world, port, data, model_dir, epochs, out) -> None:

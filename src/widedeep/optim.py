@@ -264,6 +264,20 @@ def _sparse_step(
     linear.index_copy_(0, rows, linear_rows)
 
 
+def row_tensors(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors holding ``p``'s rows and its per-row optimizer state (rows along dim 0):
+    FTRL's packed ``[weight | accum | linear]`` table where ``p`` has one, else ``p`` and
+    the state tensors of its shape.  Copying these rows from one process to another
+    moves a row's whole training state (distributed training's sharded updates)."""
+    state = optimizer.state.get(p, {})
+    if isinstance(optimizer, Ftrl) and "accum" in state:
+        table = _table_of(p, state["accum"], state["linear"])
+        if table is not None:
+            return [table]
+    same = [v for v in state.values() if torch.is_tensor(v) and v.shape == p.shape]
+    return [p.detach(), *same]
+
+
 # --------------------------------------------------------------------------- the packed table
 # A sparse step on a huge table waits on memory: each touched row is a cache (and TLB)
 # miss in every array it reads.  Keeping a row's weight, accum and linear side by side

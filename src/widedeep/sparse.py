@@ -63,7 +63,11 @@ def sum_rows(indices: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor,
     first[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     starts = np.flatnonzero(first)
-    summed = np.add.reduceat(values.numpy()[order], starts, axis=0)
+    v = values.numpy()
+    if v.ndim == 2 and v.shape[1] == 1:  # a wide table's gradient: 1-D is ~1.7x faster
+        summed = np.add.reduceat(v[:, 0][order], starts)[:, None]
+    else:
+        summed = np.add.reduceat(v[order], starts, axis=0)
     return torch.from_numpy(ordered[starts]), torch.from_numpy(summed)
 
 

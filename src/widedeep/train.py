@@ -385,9 +385,10 @@ def train(
                     for p in params:  # zero_grad(set_to_none) by hand: no module walk per step
                         p.grad = None
                     (loss * scale if ctx.distributed else loss).backward()
-                    distributed.sync_sparse_grads(model, ctx)
+                    owned = distributed.sync_sparse_grads(model, ctx)
                     for opt in opts:
                         opt.step()
+                    distributed.share_updated_rows(owned, opts, ctx)
                     state.step_in_epoch += 1
                     state.global_step += 1
                     examples += len(batch)
