@@ -2,13 +2,16 @@
 
     python benchmarks/bench_scale.py stream --rows 2000000 --data /tmp/synth
     python benchmarks/bench_scale.py wide --buckets 10000 100000000
+    python benchmarks/bench_scale.py wide-deep --cross-buckets 10000 100000000
     python benchmarks/bench_scale.py ddp --batch-size 4096
     python benchmarks/bench_scale.py models --rows 500000 --data /tmp/synth-500k
 
 ``stream`` trains one epoch of the synthetic CTR data (``widedeep datasets
 synth``) in memory and streamed from its Parquet shards, each in a fresh
 process so that peak RSS is its own.  ``wide`` times FTRL steps of a sparse
-wide-only model at batch 1024 for several table sizes.  ``ddp`` times
+wide-only model at batch 1024 for several table sizes; ``wide-deep`` the same
+for the synthetic data's whole wide & deep model at 10^4 and 10^8 buckets per
+wide cross.  ``ddp`` times
 training steps of one process and of two gloo processes (DDP) at the same
 per-process batch.  Every run uses one torch thread per process.  Prints a
 table; ``--out FILE`` also writes JSON.
@@ -204,6 +207,45 @@ def _time_ftrl(
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+def bench_wide_deep(args: argparse.Namespace) -> list[dict]:
+    """Examples/s of the synthetic data's whole wide & deep model (``--sparse-wide``, one
+    process) per hash-bucket count of its three wide crosses; the wide table also holds
+    the 26 categorical columns by id (2.4·10^7 rows), whatever the crosses' size."""
+    from widedeep.datasets import synth
+    from widedeep.model import ModelConfig
+    from widedeep.train import TrainConfig, as_source, train
+
+    torch.set_num_threads(1)
+    steps, warm = args.steps, 5
+    table = synth.generate(args.batch_size * (steps + warm), seed=1)
+    out = []
+    for buckets in args.cross_buckets:
+        spec = synth.synth_spec(cross_buckets=buckets).fit(table)
+        data = spec.transform(table)
+        source = _Timed(as_source(data, args.batch_size, seed=0, shuffle=False))
+        config = ModelConfig.from_spec(spec, model_type="wide_deep", sparse_wide=True)
+        run = TrainConfig(train_epochs=1, batch_size=args.batch_size, max_steps=steps + warm)
+        train(spec, source, None, config, run, None, quiet=True)
+        t1, c1 = time.perf_counter(), time.process_time()
+        t0, c0 = source.marks[warm]
+        b = args.batch_size
+        distinct = [len(torch.unique(data.wide_ids[i * b : (i + 1) * b])) for i in range(warm, 30)]
+        out.append(
+            {
+                "cross_buckets": buckets,
+                "wide_rows": spec.wide_dim_,
+                "batch": args.batch_size,
+                "distinct_wide_ids_per_step": round(float(np.mean(distinct))),
+                "examples_per_s": round(steps * args.batch_size / (t1 - t0)),
+                "cpu_ms_per_step": round(1000 * (c1 - c0) / steps, 2),
+                "peak_rss_mb": round(peak_rss_mb()),
+            }
+        )
+        print(out[-1], flush=True)
+        del data, source
+    return out
+
+
 # --------------------------------------------------------------------------- ddp
 
 
@@ -332,7 +374,7 @@ STREAM_ROWS = 200_000  # python -m benchmarks' size; the issue's target is for 2
 
 
 def run(quick: bool = False) -> dict:
-    """For ``python -m benchmarks``: stream, wide and ddp in reduced sizes (a minute or so;
+    """For ``python -m benchmarks``: stream, wide, wide-deep and ddp in reduced sizes (~2 min;
     quick: seconds, without ddp), with a table and issue 9's checks; ``models`` is left to
     the script."""
     import contextlib
@@ -352,6 +394,13 @@ def run(quick: bool = False) -> dict:
             ns(buckets=buckets, batch_size=64 if quick else 1024, ids_per_row=30,
                steps=3 if quick else 300)
         )  # fmt: skip
+    # the 10^8-bucket whole model allocates a 3.9 GB table: not for a smoke run
+    wide_deep = None
+    if not quick:
+        with contextlib.redirect_stdout(sys.stderr):
+            wide_deep = bench_wide_deep(
+                ns(cross_buckets=[10_000, 100_000_000], batch_size=1024, steps=100)
+            )
     # three spawned processes importing torch: seconds of start-up for nothing in a smoke run
     ddp = None if quick else bench_ddp(ns(batch_size=4096, steps=30))
     memory, streamed = stream
@@ -360,6 +409,7 @@ def run(quick: bool = False) -> dict:
     wide_ratio = wide[1]["examples_per_s"] / wide[0]["examples_per_s"]
     wide_cpu_ratio = wide[0]["cpu_ms_per_step"] / wide[1]["cpu_ms_per_step"]
     ddp_ratio = ddp[2]["speedup_2_vs_1"] if ddp else None
+    wd_ratio = wide_deep and wide_deep[1]["examples_per_s"] / wide_deep[0]["examples_per_s"]
     table = {
         "title": "Scale (reduced sizes: the issue's stream target is for 20,000,000 rows)",
         "columns": ["run", "examples/s", "peak RSS MB", "ratio"],
@@ -382,6 +432,16 @@ def run(quick: bool = False) -> dict:
              f"{wide[1]['cpu_ms_per_step']} CPU ms; CPU-time ratio {wide_cpu_ratio:.2f})",
              wide[1]["examples_per_s"], wide[1]["peak_rss_mb"], round(wide_ratio, 2)],
         ] + ([
+            [f"synthetic wide & deep model, 10,000 buckets per wide cross "
+             f"({wide_deep[0]['wide_rows']:,} wide rows, "
+             f"{wide_deep[0]['distinct_wide_ids_per_step']:,} distinct per step, "
+             f"{wide_deep[0]['cpu_ms_per_step']} CPU ms)",
+             wide_deep[0]["examples_per_s"], wide_deep[0]["peak_rss_mb"], ""],
+            [f"same, 100,000,000 buckets per cross ({wide_deep[1]['wide_rows']:,} wide rows, "
+             f"{wide_deep[1]['distinct_wide_ids_per_step']:,} distinct per step, "
+             f"{wide_deep[1]['cpu_ms_per_step']} CPU ms)",
+             wide_deep[1]["examples_per_s"], wide_deep[1]["peak_rss_mb"], round(wd_ratio, 2)],
+        ] if wide_deep else []) + ([
             [f"1 process, batch {ddp[0]['batch_per_process']:,} "
              f"({ddp[0]['cpu_ms_per_step'][0]} CPU ms per step)", ddp[0]["examples_per_s"],
              "", ""],
@@ -411,13 +471,23 @@ def run(quick: bool = False) -> dict:
             "ok": steady_ratio >= 0.8,
         },
         {
-            "what": f"wide table {wide[1]['buckets']:,} / {wide[0]['buckets']:,} buckets, "
+            "what": f"wide-only model, {wide[1]['buckets']:,} / {wide[0]['buckets']:,} buckets, "
             "examples/s",
             "measured": round(wide_ratio, 2),
             "target": ">= 0.8",
             "ok": wide_ratio >= 0.8,
         },
     ]
+    if wide_deep:
+        checks.append(
+            {
+                "what": "synthetic wide & deep model, 10^8 / 10^4 buckets per wide cross, "
+                "examples/s (batch 1024)",
+                "measured": round(wd_ratio, 2),
+                "target": ">= 0.8",
+                "ok": wd_ratio >= 0.8,
+            }
+        )
     if ddp:
         checks.append(
             {
@@ -427,7 +497,14 @@ def run(quick: bool = False) -> dict:
                 "ok": ddp_ratio >= 1.6,
             }
         )
-    return {"stream": stream, "wide": wide, "ddp": ddp, "tables": [table], "checks": checks}
+    return {
+        "stream": stream,
+        "wide": wide,
+        "wide_deep": wide_deep,
+        "ddp": ddp,
+        "tables": [table],
+        "checks": checks,
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -458,6 +535,11 @@ def main() -> None:
     p.add_argument("--ids-per-row", type=int, default=30)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--out")
+    p = sub.add_parser("wide-deep")
+    p.add_argument("--cross-buckets", type=int, nargs="+", default=[10_000, 100_000_000])
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--out")
     p = sub.add_parser("models")
     p.add_argument("--data", default="/tmp/widedeep-synth")
     p.add_argument("--rows", type=int, default=500_000)
@@ -474,7 +556,8 @@ def main() -> None:
     if args.what == "_stream":
         print(json.dumps(stream_worker(args)))
         return
-    benches = {"stream": bench_stream, "wide": bench_wide, "ddp": bench_ddp, "models": bench_models}
+    benches = {"stream": bench_stream, "wide": bench_wide, "wide-deep": bench_wide_deep,
+               "ddp": bench_ddp, "models": bench_models}  # fmt: skip
     results = benches[args.what](args)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
