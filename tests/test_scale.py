@@ -239,6 +239,30 @@ def test_sparse_ftrl_on_a_huge_table_changes_only_touched_rows():
 # --------------------------------------------------------------------------- distributed
 
 
+@pytest.mark.parametrize("world", [2, 3, 9])  # bit mask, modulo, sort by owner
+def test_rows_split_by_owning_rank_stay_sorted(world):
+    rows = torch.tensor([0, 1, 2, 5, 9, 10, 17, 18, 26, 1000003])
+    values = torch.arange(len(rows), dtype=torch.float32)[:, None] * 2
+    parts = distributed._split_by_owner(rows, values, world)
+    assert len(parts) == world
+    for owner, (r, v) in enumerate(parts):
+        expected = [int(x) for x in rows if int(x) % world == owner]
+        assert r.tolist() == expected
+        assert v[:, 0].tolist() == [2.0 * rows.tolist().index(x) for x in expected]
+
+
+def test_touched_rows_of_a_dense_gradient_are_its_nonzero_rows():
+    grad = torch.zeros(6, 4)
+    grad[1, 3] = 1.5
+    grad[4] = torch.tensor([0.0, -2.0, 0.0, 0.0])
+    grad[5, 0] = -0.0  # a negative zero adds nothing; sending it along is harmless
+    p = torch.nn.Parameter(torch.zeros(6, 4))
+    p.grad = grad
+    rows, values = distributed._touched_rows(p)
+    assert rows.tolist() == [1, 4, 5]
+    assert torch.equal(values, grad[[1, 4, 5]])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

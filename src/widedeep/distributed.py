@@ -5,17 +5,20 @@
 :func:`init_from_env` joins them into one process group (gloo on CPU, NCCL on
 GPU).  What each piece does:
 
-- the deep part is wrapped in ``DistributedDataParallel``, which all-reduces
-  its dense gradients while the backward pass runs;
-- a sparse wide table (``sparse_wide``) is left out of DDP (NCCL has no sparse
-  all-reduce, and gloo's gathers the same data): :func:`sync_sparse_grads`
-  all-gathers the touched rows' indices and values, so the cost follows the
-  batch, not the table;
+- the model is wrapped in ``DistributedDataParallel``, which all-reduces the
+  dense layers' gradients while the backward pass runs;
+- the sparse wide table (``sparse_wide``) and large deep embeddings are left out
+  of DDP, which would send them whole every step: :func:`sync_sparse_grads`
+  sends only the rows each rank touched, in one all-to-all, so the cost follows
+  the batch, not the table.  A wide row is summed and updated by the rank that
+  owns it (``row % world``) and :func:`share_updated_rows` copies the updated
+  rows, optimizer state included, to the other ranks: FTRL's work is split
+  between the ranks, its results are the same everywhere;
 - with the reference's *summed* loss every rank scales its loss by the world
   size, so DDP's average equals the gradient of the global batch summed: N
   processes at batch b train exactly like one process at batch N·b;
-- every rank then applies FTRL / AdaGrad to identical gradients, so weights and
-  optimizer state stay identical without being broadcast;
+- AdaGrad runs on identical (rank-order summed) gradients on every rank, so
+  weights and optimizer state stay identical without being broadcast;
 - :func:`in_lockstep` ends an epoch for all ranks as soon as one runs out of
   batches (shards need not hold the same number of rows);
 - evaluation gathers every rank's logits and labels, so metrics are exact over
