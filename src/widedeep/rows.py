@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Mapping
-from itertools import product
+from itertools import product, repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 FAST_PATH_MAX_ROWS = 512
 _CACHE_LIMIT = 100_000  # per-column lookup caches are cleared past this many values
 _INT64 = 1 << 63
+_TEXT_OR_NONE, _INT, _FLOAT = {str, type(None)}, {int}, {float}  # value types, for fast paths
 
 
 def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
@@ -73,6 +75,11 @@ class _RowEncoder:
         self.plain_dense = all(c.normalizer is None for c in self.numerics)
         self.dense_dim = spec.dense_dim_
         self.lookups: dict[int, Any] = {}
+        # what is found once per column (by id), for :meth:`_once`
+        self.scalar_fns: dict[int, Any] = {}
+        self.number_fns: dict[int, Any] = {}
+        self.input_keys: dict[int, list[str]] = {}
+        self.states: dict[int, Any] = {}
         # a spec read from JSON holds equal but separate objects where the declaration shared
         # one column (education in the wide part and in an indicator): encode it once a call
         self.same: dict[int, int] = {}
@@ -259,27 +266,27 @@ class _RowEncoder:
             dense=torch.from_numpy(dense),
         )
 
-    def _once(self, kind: str, column: Any, make: Any) -> Any:
-        """``make(column)``, computed on the column's first use and kept."""
-        key = (kind, id(column))
-        if key not in self.caches:
-            self.caches[key] = make(column)
-        return self.caches[key]
+    def _once(self, found: dict, column: Any, make: Any) -> Any:
+        """``make(column)``, computed on the column's first use and kept in ``found``."""
+        value = found.get(id(column), found)
+        if value is found:
+            value = found[id(column)] = make(column)
+        return value
 
     def scalar_fn(self, column: fc.CategoricalColumn) -> Any:
         """The one-row path's row -> id (-1 = none) for the column, or None."""
-        return self._once("scalar", column, _or_none(self._scalar_fn))
+        return self._once(self.scalar_fns, column, _or_none(self._scalar_fn))
 
     def number_fn(self, column: fc.NumericColumn) -> Any:
         """The one-row path's row -> normalised float for the column, or None."""
-        return self._once("number", column, _or_none(self._number_fn))
+        return self._once(self.number_fns, column, _or_none(self._number_fn))
 
     def keys_of(self, column: fc.FeatureColumn) -> list[str]:
-        return self._once("keys", column, fc.input_keys)
+        return self._once(self.input_keys, column, fc.input_keys)
 
     def state_of(self, column: fc.FeatureColumn) -> Any:
         """The column's fitted state (None when it has none)."""
-        return self._once("state", column, lambda c: self.state.get(_state_key(c)))
+        return self._once(self.states, column, lambda c: self.state.get(_state_key(c)))
 
     def cache(self, column: Any) -> dict:
         cache = self.caches.get(id(column))
@@ -385,6 +392,11 @@ class _RowCall:
             if key not in row:
                 raise _Fallback  # a missing column: the Arrow path reports it
             return [row[key]]
+        if key not in self.context:
+            try:  # in every row, the common case: one C-level pass
+                return list(map(itemgetter(key), self.rows))
+            except KeyError:
+                pass
         default = self.context.get(key)
         values = [row.get(key, default) for row in self.rows]  # absent: None
         if all(v is None for v in values) and not any(key in row for row in self.rows):
@@ -402,8 +414,11 @@ class _RowCall:
             result = self.memo[memo_key] = (values * len(self.rows), multi)
             return result
         raw = self.raw(key)
+        if set(map(type, raw)) <= _TEXT_OR_NONE and "" not in raw:  # the common case
+            result = self.memo[memo_key] = (raw, False)
+            return result
         kinds: set[type] = set()
-        try:  # the common case in one pass: strings (not noted in kinds), numbers or None
+        try:  # one pass for the rest: strings (not noted in kinds), numbers or None
             out = [v if type(v) is str and v else _text(v, kinds) for v in raw]
             if not (kinds and any(type(v) is str for v in raw)):  # mixed: Arrow refuses
                 result = self.memo[memo_key] = (out, False)
@@ -443,10 +458,11 @@ class _RowCall:
             return out
         k, default = column.dimension, column.default_value
         raw = self.raw(column.key)
-        if k == 1 and all(type(v) is int for v in raw) and -_INT64 <= min(raw) <= max(raw) < _INT64:
-            out = self.memo[memo_key] = [float(v) for v in raw]  # the common cases in one pass
+        types = set(map(type, raw)) if k == 1 else None
+        if types == _INT and -_INT64 <= min(raw) <= max(raw) < _INT64:  # the common cases
+            out = self.memo[memo_key] = list(map(float, raw))
             return out
-        if k == 1 and all(type(v) is float for v in raw) and all(map(math.isfinite, raw)):
+        if types == _FLOAT and all(map(math.isfinite, raw)):
             out = self.memo[memo_key] = raw
             return out
         out = []
@@ -518,7 +534,7 @@ class _RowCall:
         if multi:
             return [[lookup(v) for v in row] for row in values], True, None
         cached = self.encoder.cache(column).get  # what lookup() would find, without the call
-        ids = [cached(v, -2) for v in values]
+        ids = list(map(cached, values, repeat(-2)))
         if -2 in ids:
             ids = [lookup(v) if i == -2 else i for i, v in zip(ids, values)]
         return ids, False, None
@@ -562,7 +578,7 @@ class _RowCall:
         memo_key = ("component", key if isinstance(key, str) else self.encoder.same.get(id(key)))
         if memo_key in self.memo:
             return self.memo[memo_key]
-        if self._from_context((key,) if isinstance(key, str) else self.encoder.keys_of(key)):
+        if isinstance(key, str) and self._from_context((key,)):
             values, is_multi = self.shared._component(key)
             values = values * len(self.rows)
         elif isinstance(key, str):
@@ -572,13 +588,17 @@ class _RowCall:
             if is_multi:
                 values = [[to_hash(v) for v in row if v is not None] for row in values]
             else:
-                known = hashes.get
-                values = [h if (h := known(v)) is not None or v is None else to_hash(v)
-                          for v in values]  # fmt: skip
+                hashed = list(map(hashes.get, values))
+                if None in hashed:  # a missing value, or one not hashed before
+                    hashed = [h if h is not None or v is None else to_hash(v)
+                              for h, v in zip(hashed, values)]  # fmt: skip
+                values = hashed
         else:
             values, is_multi, _ = self.ids(key)
             if is_multi:
                 values = [[v for v in row if v >= 0] for row in values]
+            elif type(values) is _Repeated:  # read from the context alone
+                values = [None if values[0] < 0 else values[0]] * len(values)
             else:
                 values = [None if v < 0 else v for v in values]
         result = self.memo[memo_key] = (values, is_multi)
@@ -601,7 +621,7 @@ class _RowCall:
         n = len(self.rows)
         if not multi:
             combinations = list(zip(*[values for values, _ in comps]))
-            ids = [cache.get(c, -2) for c in combinations]  # the common case: seen before
+            ids = list(map(cache.get, combinations, repeat(-2)))  # the common case: seen before
             if -2 in ids:
                 ids = [(-1 if None in c else cross(c)) if i == -2 else i
                        for i, c in zip(ids, combinations)]  # fmt: skip

@@ -46,10 +46,11 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -419,7 +420,9 @@ class App:
         k = min(k, n)
         top = np.argsort(-scores, kind="stable")[:k]  # ties: the earlier candidate first
         return {
-            "ranking": [{"index": int(i), "score": float(scores[i])} for i in top],
+            "ranking": [
+                {"index": i, "score": s} for i, s in zip(top.tolist(), scores[top].tolist())
+            ],
             "model_version": loaded.version,
         }
 
@@ -500,18 +503,15 @@ def _check_list(value: Any, name: str, limit: int, fix: str) -> None:
         )
 
 
-_COVERS = type({}.keys()).__ge__  # keys >= needed
-
-
 def _check_rows(rows: list, keys: tuple[str, ...], what: str, given: Any) -> None:
     """Every row an object holding every feature the model reads (or the context gives)."""
     need = [k for k in keys if k not in given]
     need_set = set(need)
     try:  # the common case in one C-level pass; the loop below names the first bad row
-        if all(map(_COVERS, map(dict.keys, rows), repeat(need_set))):
-            return
-    except TypeError:
-        pass  # a row that is not an object
+        deque(map(itemgetter(*need) if need else dict.keys, rows), 0)
+        return
+    except (KeyError, TypeError):
+        pass  # a row without a feature, or not an object
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RequestError(
