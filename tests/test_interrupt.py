@@ -119,39 +119,58 @@ def small():
     return spec, spec.transform(train_table), spec.transform(test_table)
 
 
-def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(small, tmp_path):
+@pytest.mark.parametrize("during", ["data", "optimizer"])
+def test_sigterm_checkpoints_whole_steps_and_resumes_exactly(small, tmp_path, monkeypatch, during):
+    """SIGTERM while a batch is read, or between the wide part's optimizer step and the
+    deep part's: the step in flight completes, the checkpoint holds whole steps, and the
+    resumed run ends with the uninterrupted weights (a step half applied before the
+    checkpoint would be applied twice)."""
+    from widedeep import optim
+    from widedeep.train import InMemory
+
     spec, train_batch, eval_batch = small
     model_config = ModelConfig.from_spec(spec, hidden_units=[8])
     config = TrainConfig(train_epochs=2, epochs_between_evals=1, batch_size=10)
     straight = train(
         spec, train_batch, eval_batch, model_config, config, tmp_path / "a", quiet=True
     )
+    steps_per_epoch = -(-len(train_batch) // 10)
+    at = steps_per_epoch + 13  # global step (from 0) in flight when the signal comes
 
-    class TermAt:  # a source that delivers SIGTERM to this process at a given step
-        def __init__(self, at: int) -> None:
-            self.at, self.inner = at, None
-
+    class TermAt:  # a source that delivers SIGTERM to this process as it hands out a batch
         def batches_per_epoch(self) -> int:
-            return 40
+            return steps_per_epoch
 
         def epoch(self, e, skip=0):
-            from widedeep.train import InMemory
-
             for i, batch in enumerate(InMemory(train_batch, 10, 0).epoch(e, skip), start=skip):
-                if e == 1 and i == self.at:
+                if during == "data" and e * steps_per_epoch + i == at:
                     os.kill(os.getpid(), signal.SIGTERM)
                 yield batch
 
+    if during == "optimizer":  # after the FTRL step, before AdaGrad's
+        ftrl_step, calls = optim.Ftrl.step, []
+
+        def step(self, closure=None):
+            out = ftrl_step(self, closure)
+            calls.append(1)
+            if len(calls) == at + 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return out
+
+        monkeypatch.setattr(optim.Ftrl, "step", step)
     with pytest.raises(TrainingInterrupted, match="to resume, run the same command again"):
-        train(spec, TermAt(13), eval_batch, model_config, config, tmp_path / "b", quiet=True)
+        train(spec, TermAt(), eval_batch, model_config, config, tmp_path / "b", quiet=True)
+    monkeypatch.undo()
     saved = json.loads((artifact.latest_checkpoint(tmp_path / "b") / "trainer.json").read_text())
-    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 13)
+    assert saved["global_step"] == at + 1  # the step in flight, completed
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 14)
     resumed = train(spec, train_batch, eval_batch, model_config, config, tmp_path / "b", quiet=True)
     for (name, p), q in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().values()
     ):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is removed after
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are removed after
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
 
 
 # --------------------------------------------------------------------------- kill while writing

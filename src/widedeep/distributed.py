@@ -32,6 +32,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -350,17 +351,21 @@ def _view(buf: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return buf.view(dtype)
 
 
-def in_lockstep(batches: Iterator[Batch], ctx: Context) -> Iterator[Batch]:
-    """Stop every rank at the first step where any rank has no batch left."""
+def in_lockstep(batches: Iterator[Batch], ctx: Context, stop: Any = None) -> Iterator[Batch]:
+    """Stop every rank at the first step where any rank has no batch left; and raise
+    KeyboardInterrupt on every rank at the same step once any rank's ``stop.requested``
+    (a Ctrl-C or SIGTERM), so that the ranks stop after the same whole step."""
     if not ctx.distributed:
         yield from batches
         return
     flag = torch.zeros(1, dtype=torch.int32, device=ctx.device)
     for batch in batches:
-        flag.fill_(1)
+        flag.fill_(1 if stop is not None and stop.requested else 2)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         if int(flag.item()) == 0:
             return
+        if int(flag.item()) == 1:
+            raise KeyboardInterrupt
         yield batch
     flag.fill_(0)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)

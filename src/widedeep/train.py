@@ -356,7 +356,7 @@ def train(
     steps_per_epoch = source.batches_per_epoch()
     start_epoch = state.epoch
     try:
-        with _sigterm_as_interrupt():
+        with _interrupts_between_steps() as stop:
             for epoch in range(start_epoch, config.train_epochs):
                 if metrics.get("accuracy", 0) >= (config.stop_threshold or 2):
                     break
@@ -375,7 +375,7 @@ def train(
                 )
                 running = torch.zeros((), device=ctx.device)
                 batches = source.epoch(epoch, skip=state.step_in_epoch)
-                for batch in distributed.in_lockstep(batches, ctx):
+                for batch in distributed.in_lockstep(batches, ctx, stop):
                     if ctx.device != "cpu":
                         batch = batch.to(ctx.device)
                     logits = trainee(batch)
@@ -391,6 +391,8 @@ def train(
                     distributed.share_updated_rows(owned, opts, ctx)
                     state.step_in_epoch += 1
                     state.global_step += 1
+                    if stop.requested and not ctx.distributed:  # (DDP: in_lockstep's)
+                        raise KeyboardInterrupt
                     examples += len(batch)
                     if not bar.disable:  # the running loss only feeds the progress bar
                         running += loss.detach()
@@ -477,22 +479,34 @@ def _restore(checkpoint: Path, spec: FeatureSpec, model: WideDeep, optimizers: d
         ) from None
 
 
+class _Stop:
+    """Set by the first Ctrl-C or SIGTERM of a training run."""
+
+    requested = False
+
+
 @contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (e.g. a scheduler stopping the job) checkpoints like Ctrl-C does."""
+def _interrupts_between_steps():
+    """Ctrl-C and SIGTERM (e.g. a scheduler stopping the job) stop training between two
+    steps: a checkpoint taken mid-step would hold an optimizer step half applied, and
+    resuming would apply it again.  A second one interrupts at once."""
+    stop = _Stop()
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 REPORT_KEYS = (
