@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -328,6 +330,70 @@ def test_gloo_processes_train_like_one_process_at_the_global_batch(
             torch.testing.assert_close(other[k], ranks[0][k], rtol=0, atol=0)  # ranks agree
         torch.testing.assert_close(ranks[0][k], single[k], rtol=1e-5, atol=1e-5)
     assert float(ranks[0]["wide.weight"].abs().sum()) > 0  # the sparse wide table did train
+
+
+def _run_interrupted(rank, world, port, data, model_dir, out, term_at) -> None:
+    """A 2-rank gloo job whose rank 1 (only) gets SIGTERM while handing out batch
+    ``term_at`` of epoch 1 (``None``: no signal); saves the weights, or notes the stop."""
+    from widedeep.train import TrainingInterrupted, as_source
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    distributed.use(distributed.Context(rank, world))
+    table = pq.read_table(data)
+    spec = make_spec().fit(table)
+    source = as_source(spec.transform(table), 32, seed=3)
+
+    class TermAt:
+        def batches_per_epoch(self):
+            return source.batches_per_epoch()
+
+        def epoch(self, e, skip=0):
+            for i, batch in enumerate(source.epoch(e, skip), start=skip):
+                if rank == 1 and e == 1 and i == term_at:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+    config = ModelConfig.from_spec(spec, hidden_units=[8, 4], sparse_wide=True)
+    try:
+        result = train(
+            spec, TermAt(), None, config,
+            TrainConfig(train_epochs=2, epochs_between_evals=2, batch_size=32, seed=3),
+            model_dir, quiet=True,
+        )  # fmt: skip
+        tensors = {k: v.contiguous() for k, v in result.model.state_dict().items()}
+        save_file(tensors, os.path.join(out, f"{os.path.basename(model_dir)}-rank{rank}.st"))
+    except TrainingInterrupted:
+        Path(out, f"stopped-rank{rank}").write_text("")
+    distributed.shutdown()
+
+
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step_and_resumes(tmp_path):
+    """SIGTERM reaching one rank only: every rank stops after the same whole step, rank 0's
+    checkpoint holds it, and resuming ends with the uninterrupted run's weights."""
+    from widedeep import artifact
+
+    data = tmp_path / "train.parquet"
+    pq.write_table(make_table(640, 12), data)  # 10 steps per epoch and rank
+
+    def launch(model_dir, term_at=None):
+        args = (2, _free_port(), str(data), str(tmp_path / model_dir), str(tmp_path), term_at)
+        mp.start_processes(_run_interrupted, args=args, nprocs=2, start_method="fork")
+
+    launch("straight")
+    launch("resumed", term_at=4)
+    assert (tmp_path / "stopped-rank0").exists() and (tmp_path / "stopped-rank1").exists()
+    checkpoint = artifact.latest_checkpoint(tmp_path / "resumed")
+    saved = json.loads((checkpoint / "trainer.json").read_text())
+    # all ranks agree to stop at the next step boundary: before training the batch read
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 4)
+    launch("resumed")
+    for r in range(2):
+        straight = load_file(tmp_path / f"straight-rank{r}.st")
+        resumed = load_file(tmp_path / f"resumed-rank{r}.st")
+        for k in straight:
+            torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
 
 
 def _run_stream(rank, world, port, data, model_dir, epochs, out) -> None:
