@@ -33,6 +33,7 @@ VARIANTS = {
     "deep": ("deep", {}),
     "wide_deep": ("wide_deep", {}),
     "wide_deep-no_history": ("wide_deep", {"history": False}),
+    "wide_deep-no_rated_cross": ("wide_deep", {"rated_cross": False}),  # rating's before 7d
     "wide_deep-demographic_crosses_only": ("wide_deep", {"history": False, "id_wide": False}),
     "wide_deep-history_only": ("wide_deep", {"demographic_crosses": False, "id_wide": False}),
     "deep+liked_embedding": ("deep", {"history_embedding": True}),
@@ -80,6 +81,7 @@ def run_variant(data: ml.MovieLens, variant: str, seed: int, args: argparse.Name
         low_negatives=args.low_negatives,
         recency=args.recency,
         history_length=args.history,
+        rated_length=args.rated_length,
         split=args.split,
         columns={**flags, **args.columns},
         dropout=args.dropout,
@@ -175,6 +177,12 @@ def parser() -> argparse.ArgumentParser:
         help="rating: a user's later ratings weigh up to e^RECENCY times the first (0: off)",
     )
     p.add_argument("--history", type=int, default=ml.HISTORY_LENGTH)
+    p.add_argument(
+        "--rated_length",
+        type=int,
+        default=ml.RATED_LENGTH,
+        help="rating: the user's latest ratings in the rated x movie_id cross",
+    )
     p.add_argument("--linear_lr", type=float, default=0.05)
     p.add_argument("--linear_optimizer", default="ftrl")
     p.add_argument("--linear_l1", type=float, default=0.0)

@@ -65,6 +65,8 @@ class MovieLensSettings:
     # rating: later ratings of each user weigh up to e^recency times the first (0: all equal)
     recency: float = 2.0
     history_length: int = ml.HISTORY_LENGTH
+    # rating: how many of the user's latest ratings feed the rated x movie_id cross
+    rated_length: int = ml.RATED_LENGTH
     split: str = "test"  # "valid": evaluate on a slice cut from train the same way
     columns: dict[str, bool] = field(default_factory=dict)  # movielens_columns(...) flags
 
@@ -73,8 +75,8 @@ class MovieLensSettings:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.split not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test', got {self.split!r}")
-        if self.negatives < 0 or self.history_length < 1:
-            raise ValueError("negatives must be >= 0 and history_length >= 1")
+        if self.negatives < 0 or self.history_length < 1 or self.rated_length < 1:
+            raise ValueError("negatives must be >= 0, history_length and rated_length >= 1")
         if not 0 <= self.low_negatives <= 1:
             raise ValueError(f"low_negatives is a weight in [0, 1], got {self.low_negatives}")
         if self.recency < 0:
@@ -103,19 +105,26 @@ def train_movielens(
         train_part, test = ml.temporal_split(train_part)
     # the liked x movie cross memorises which movies go together: it ranks well, but it
     # overfits ratings; user x genre (each user's taste per genre) lowers the rating RMSE
-    # and adds nothing to ranking (both measured on the validation slice)
+    # and adds nothing to ranking; so does rated x movie (both measured on the validation
+    # slice; rated x movie on ratings only)
     rating = settings.task == "rating"
-    columns = {"history": not rating, "user_genre": rating, **settings.columns}
+    columns = {"history": not rating, "user_genre": rating, "rated_cross": rating}
+    columns.update(settings.columns)
     spec = ml.movielens_spec(settings.task, **columns)
     history = settings.history_length
+    uses_rated = columns["rated_cross"] or columns.get("rated_embedding", False)
+    rated = settings.rated_length if uses_rated else 0
     if settings.task == "rating":
-        rows = ml.rating_examples(data, train_part, train_part, max_length=history)
+        rows = ml.rating_examples(
+            data, train_part, train_part, max_length=history, rated_length=rated
+        )
         spec.fit(rows)
         source = spec.transform(rows)
         if settings.recency:
             weight = ml.recency_weights(train_part, settings.recency)
             source = replace(source, weight=torch.from_numpy(weight))
-        evals = spec.transform(ml.rating_examples(data, test, train_part, max_length=history))
+        evals = ml.rating_examples(data, test, train_part, max_length=history, rated_length=rated)
+        evals = spec.transform(evals)
     else:
         source = SampledNegatives(
             spec,
@@ -140,13 +149,14 @@ def train_movielens(
     result = train(
         spec, source, evals, model_config, config, model_dir, quiet=quiet, log=log, settings=run
     )
-    recommender = Recommender(Predictor(spec, result.model), data, train_part, history)
+    predictor = Predictor(spec, result.model)
+    recommender = Recommender(predictor, data, train_part, history, rated_length=rated)
     metrics = dict(result.metrics)
     if settings.task == "ranking":
         items = data.movies.column("movie_id").to_numpy()
         score = recommender.score_items
         metrics = ranking_metrics(score, items, train_part, test, seed=config.seed)
     if model_dir is not None:
-        save_recommend_data(model_dir, data, train_part, history)
+        save_recommend_data(model_dir, data, train_part, history, rated_length=rated)
         write_json(Path(model_dir) / f"{settings.task}_metrics.json", metrics)
     return MovieLensResult(result, metrics, recommender)

@@ -56,14 +56,20 @@ class Recommender:
         interactions: pa.Table,
         history_length: int = ml.HISTORY_LENGTH,
         like_threshold: int = ml.LIKE_THRESHOLD,
+        rated_length: int = 0,
     ) -> None:
         self.predictor = predictor
         self.data = data
         self.history_length = history_length
         self.like_threshold = like_threshold
+        self.rated_length = rated_length
         self.item_ids = data.movies.column("movie_id").to_numpy()
         self._users, self._items = ml.serving_tables(
-            data, interactions, max_length=history_length, threshold=like_threshold
+            data,
+            interactions,
+            rated_length=rated_length,
+            max_length=history_length,
+            threshold=like_threshold,
         )
         users = interactions.column("user_id").to_numpy()
         order = np.lexsort((interactions.column("movie_id").to_numpy(), users))
@@ -188,6 +194,7 @@ def save_recommend_data(
     interactions: pa.Table,
     history_length: int = ml.HISTORY_LENGTH,
     like_threshold: int = ml.LIKE_THRESHOLD,
+    rated_length: int = 0,
 ) -> Path:
     """Write ``model_dir/recommend/`` (item, user, interaction tables + settings)."""
     target = Path(model_dir) / RECOMMEND_DIR
@@ -206,6 +213,7 @@ def save_recommend_data(
             "dataset": data.name,
             "history_length": history_length,
             "like_threshold": like_threshold,
+            "rated_length": rated_length,
             "files": digests,
         },
     )
@@ -255,6 +263,10 @@ def load_recommender(model: str | Path, data_dir: str | Path | None = None) -> R
         train,
         history_length=settings.get("history_length", ml.HISTORY_LENGTH),
         like_threshold=settings.get("like_threshold", ml.LIKE_THRESHOLD),
+        # a model reading the rated history, without its length recorded: the default's
+        rated_length=settings.get(
+            "rated_length", ml.RATED_LENGTH if "rated" in predictor.spec.input_keys else 0
+        ),
     )
 
 

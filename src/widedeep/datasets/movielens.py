@@ -52,6 +52,7 @@ ML1M_OCCUPATIONS = (
 )  # fmt: skip
 LIKE_THRESHOLD = 4
 HISTORY_LENGTH = 50
+RATED_LENGTH = 200  # rating: the rated history's length (longer: slightly better, bigger batches)
 AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # the ml-1m age codes; ml-100k ages fall into them
 YEAR_BOUNDARIES = (1940, 1960, 1970, 1980, 1985, 1990, 1993, 1995, 1996, 1997, 1998)
 
@@ -291,6 +292,30 @@ def recency_weights(rows: pa.Table, strength: float) -> np.ndarray:
     return (weights / weights.mean()).astype(np.float32)
 
 
+def _before(
+    rows: pa.Table, user_ids: np.ndarray, timestamps: np.ndarray, max_length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (user, time), the window of ``rows`` (its last ``max_length`` ratings by that user
+    strictly before that time): (order sorting ``rows`` by user, time, movie; each window's
+    start and end in that order; where each user's ratings begin)."""
+    ru = rows.column("user_id").to_numpy()
+    rt = rows.column("timestamp").to_numpy()
+    order = np.lexsort((rows.column("movie_id").to_numpy(), rt, ru))
+    key = ru[order] * (1 << 32) + rt[order]
+    user_ids = np.asarray(user_ids, dtype=np.int64)
+    end = np.searchsorted(key, user_ids * (1 << 32) + np.asarray(timestamps), side="left")
+    first = np.searchsorted(key, user_ids * (1 << 32), side="left")
+    return order, np.maximum(first, end - max_length), end, first
+
+
+def _ragged(values: np.ndarray, start: np.ndarray, end: np.ndarray) -> pa.ListArray:
+    """values[start[i]:end[i]] per row, as a list array."""
+    lengths = end - start
+    offsets = np.r_[0, np.cumsum(lengths)]
+    index = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - start, lengths)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values[index]))
+
+
 def liked_history(
     train: pa.Table,
     user_ids: np.ndarray,
@@ -301,19 +326,27 @@ def liked_history(
     """Per (user, time): the last ``max_length`` movies the user rated >= ``threshold`` in
     ``train`` strictly before that time (list<int64>, oldest first); vectorised."""
     liked = train.filter(pc.greater_equal(train.column("rating"), threshold))
-    lu = liked.column("user_id").to_numpy()
-    lt = liked.column("timestamp").to_numpy()
-    order = np.lexsort((liked.column("movie_id").to_numpy(), lt, lu))
-    key = lu[order] * (1 << 32) + lt[order]
-    movies = liked.column("movie_id").to_numpy()[order]
-    user_ids = np.asarray(user_ids, dtype=np.int64)
-    end = np.searchsorted(key, user_ids * (1 << 32) + np.asarray(timestamps), side="left")
-    first = np.searchsorted(key, user_ids * (1 << 32), side="left")
-    start = np.maximum(first, end - max_length)
+    order, start, end, _ = _before(liked, user_ids, timestamps, max_length)
+    return _ragged(liked.column("movie_id").to_numpy()[order], start, end)
+
+
+def rated_history(
+    train: pa.Table, user_ids: np.ndarray, timestamps: np.ndarray, max_length: int = RATED_LENGTH
+) -> tuple[pa.Array, pa.Array]:
+    """Per (user, time): the last ``max_length`` movies the user rated in ``train`` strictly
+    before that time (oldest first), and a weight per movie: its rating minus the user's mean
+    rating before that time, over sqrt(the number of movies), as in Koren's neighbourhood
+    model (KDD 2008) -- a dislike pulls the other way, and a long history does not swamp.
+    (list<int64>, list<float32>)."""
+    order, start, end, first = _before(train, user_ids, timestamps, max_length)
+    rating = train.column("rating").to_numpy().astype(np.float64)[order]
+    csum = np.r_[0.0, np.cumsum(rating)]
+    mean = (csum[end] - csum[first]) / np.maximum(end - first, 1)
     lengths = end - start
-    offsets = np.r_[0, np.cumsum(lengths)]
-    index = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - start, lengths)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(movies[index]))
+    movies = _ragged(train.column("movie_id").to_numpy()[order], start, end)
+    centred = _ragged(rating, start, end).flatten().to_numpy() - np.repeat(mean, lengths)
+    weights = centred / np.repeat(np.sqrt(np.maximum(lengths, 1)), lengths)
+    return movies, pa.ListArray.from_arrays(movies.offsets, pa.array(weights.astype(np.float32)))
 
 
 def latest_history(train: pa.Table, user_ids: np.ndarray, **kwargs) -> pa.Array:
@@ -375,11 +408,13 @@ def examples(
     timestamps: np.ndarray,
     history: pa.Array | None = None,
     extra: dict[str, np.ndarray] | None = None,
+    rated_length: int = 0,
     **kwargs,
 ) -> pa.Table:
     """Model input rows for (user, movie, time): user and movie features joined by id, and
     what ``train`` said before that time: the liked history (``kwargs``: its max_length and
-    threshold; pass ``history`` when known) and the user's and movie's rating statistics."""
+    threshold; pass ``history`` when known), the user's and movie's rating statistics and,
+    when ``rated_length`` > 0, the rated history (``rated``, ``rated_weight``)."""
     users = data.users.take(positions(user_ids, data.users, "user_id"))
     movies = data.movies.take(positions(movie_ids, data.movies, "movie_id"))
     columns = {name: users.column(name) for name in users.column_names}
@@ -389,6 +424,9 @@ def examples(
     columns["liked"] = history
     columns.update(rating_stats(train, "user_id", user_ids, timestamps))
     columns.update(rating_stats(train, "movie_id", movie_ids, timestamps))
+    if rated_length:
+        rated = rated_history(train, user_ids, timestamps, rated_length)
+        columns.update(zip(("rated", "rated_weight"), rated))
     columns.update(extra or {})
     return pa.table(columns)
 
@@ -408,12 +446,17 @@ def rating_examples(data: MovieLens, rows: pa.Table, train: pa.Table, **kwargs) 
 
 
 def serving_tables(
-    data: MovieLens, train: pa.Table, **kwargs
+    data: MovieLens, train: pa.Table, rated_length: int = 0, **kwargs
 ) -> tuple[pa.Table, pa.Table]:
     """(users, movies) with the context as of the end of training appended: the users' liked
-    history and rating statistics, the movies' rating statistics (``title`` dropped)."""
+    history (and rated history, when ``rated_length`` > 0) and rating statistics, the movies'
+    rating statistics (``title`` dropped)."""
     user_ids = data.users.column("user_id").to_numpy()
     users = data.users.append_column("liked", latest_history(train, user_ids, **kwargs))
+    if rated_length:
+        now = np.full(len(user_ids), NOW)
+        rated, weight = rated_history(train, user_ids, now, rated_length)
+        users = users.append_column("rated", rated).append_column("rated_weight", weight)
     for name, values in rating_stats(train, "user_id", user_ids,
                                      np.full(len(user_ids), NOW)).items():  # fmt: skip
         users = users.append_column(name, pa.array(values))
@@ -437,11 +480,14 @@ def movielens_columns(
     user_genre: bool = False,
     movie_demographic: bool = False,
     embedding_dim: int = 16,
+    rated_cross: bool = False,
+    rated_embedding: bool = False,
 ) -> tuple[list, list]:
     """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
 
     Wide: user and movie ids (per-user and per-movie biases: memorised), demographic x genre
-    crosses, and ``liked x movie_id`` (the paper's installed-apps x impression cross).
+    crosses, and ``liked x movie_id`` (the paper's installed-apps x impression cross); for
+    ratings, ``rated x movie_id`` weighted by ``rated_weight`` (:func:`rated_history`).
     Deep: user, movie, occupation and zip embeddings, genres, age, gender and year buckets.
     """
     from .. import feature_column as fc
@@ -472,6 +518,9 @@ def movielens_columns(
         ]
     if history:
         wide.append(fc.crossed_column(["liked", "movie_id"], 1 << 20))
+    if rated_cross:  # item-item neighbourhood: how a rating of one movie moves another's
+        cross = fc.crossed_column(["rated", "movie_id"], 1 << 20)
+        wide.append(fc.weighted_categorical_column(cross, "rated_weight"))
     stats = [
         fc.numeric_column("user_mean"),
         fc.numeric_column("user_recent"),
@@ -493,6 +542,10 @@ def movielens_columns(
     if history_embedding:  # the liked movies' mean embedding (generalises, YouTube-style)
         liked = fc.categorical_column_with_vocabulary_from_data("liked")
         deep.append(fc.embedding_column(liked, 16))
+    if rated_embedding:  # SVD++-style: the rated movies' embeddings, signed weights
+        rated = fc.categorical_column_with_vocabulary_from_data("rated")
+        weighted = fc.weighted_categorical_column(rated, "rated_weight")
+        deep.append(fc.embedding_column(weighted, embedding_dim, combiner="sqrtn"))
     return wide, deep
 
 
