@@ -445,6 +445,7 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
     assert {"rated", "rated_weight"} <= set(spec.input_keys)
     recommender = load_recommender(model_dir)
     assert recommender.rated_length == 7
+    assert recommender._fast is not None  # the weighted cross has the precomputed path too
     train, _ = ml.temporal_split(data.ratings)
     rows = recommender.candidate_rows(4)
     movie_ids = data.movies.column("movie_id").to_numpy()[rows]
@@ -452,3 +453,5 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
                            np.full(len(rows), ml.NOW), max_length=5, rated_length=7)  # fmt: skip
     expected = Predictor(spec, out.result.model).predict(examples)
     np.testing.assert_allclose(recommender.score_rows(4, rows), expected, rtol=1e-5, atol=1e-5)
+    general = recommender.score_rows(4, rows, fast=False)
+    np.testing.assert_allclose(general, expected, rtol=1e-5, atol=1e-5)

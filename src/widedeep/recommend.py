@@ -461,12 +461,16 @@ class _BroadcastScorer:
     formula as the encoder: :mod:`widedeep.hashing`), then the rest of the MLP runs.  A
     cross of one user component and one item component (occupation x genres, liked x
     movie_id) is precomputed further as a table [distinct user value, item] of summed weights,
-    so a request only adds up the rows of the user's values.
+    so a request only adds up the rows of the user's values (weighted by the user's weights
+    for a weighted cross: rated x movie_id by rated_weight).
     """
 
-    def __init__(self, model, spec, users, items, mixed) -> None:
+    def __init__(self, model, spec, users, items, mixed, weighted) -> None:
         self.model = model
         self.mixed = mixed  # per cross: (base id, size, hash_key, [(side, Ids per row)])
+        # per cross: None, or the weight of each of its user component's values (a weighted
+        # cross of a user list with a single-valued item component: rated x movie_id)
+        self.weighted = weighted
         wide_w = model.wide.weight[:, 0].detach().numpy() if model.has_wide else None
         self.wide_w = wide_w
         self.bias = float(model.wide_bias.detach()[0]) if model.has_wide else 0.0
@@ -477,6 +481,8 @@ class _BroadcastScorer:
         user_batch = spec.transform(_broadcast(items, 0, users, np.arange(users.num_rows)))
         self.tables = [_pair_table(m, wide_w, items.num_rows) if model.has_wide else None
                        for m in mixed]  # fmt: skip
+        # a weighted cross is scored from its table only (the general path weighs the rest)
+        self.complete = all(t is not None for t, w in zip(self.tables, weighted) if w is not None)
         with torch.no_grad():
             if model.has_wide:
                 wide_i = _wide_sum(item_batch, wide_w, in_mixed)
@@ -505,9 +511,15 @@ class _BroadcastScorer:
 
         if any(side(fc.input_keys(c)) is None for c in spec.deep_columns):
             return None
-        mixed, base = [], 1
+        mixed, weighted, base = [], [], 1
         for column, size in zip(spec.wide_columns, spec.wide_sizes()):
             if side(fc.input_keys(column)) is None:
+                weights = None
+                if isinstance(column, fc.WeightedCategoricalColumn):
+                    weights = _user_weights(users, column.weight_feature_key)
+                    column = column.categorical_column
+                    if weights is None or not isinstance(column, fc.CrossedColumn):
+                        return None
                 if not isinstance(column, fc.CrossedColumn):
                     return None
                 parts = []
@@ -519,9 +531,13 @@ class _BroadcastScorer:
                     if where is None or ids is None:
                         return None
                     parts.append((where, ids))
+                if weights is not None and not _weights_fit(parts, weights):
+                    return None
                 mixed.append((base, size, column.hash_key, parts))
+                weighted.append(weights)
             base += size
-        return cls(model, spec, users, items, mixed)
+        scorer = cls(model, spec, users, items, mixed, weighted)
+        return scorer if scorer.complete else None
 
     def score(self, user: int, rows: np.ndarray) -> np.ndarray:
         n = len(rows)
@@ -529,11 +545,15 @@ class _BroadcastScorer:
         model = self.model
         if model.has_wide:
             logit += self.bias + self.wide_user[user] + self.wide_item[rows]
-            for (base, size, hash_key, parts), table in zip(self.mixed, self.tables):
+            for (base, size, hash_key, parts), table, weights in zip(
+                self.mixed, self.tables, self.weighted
+            ):
                 if table is not None:
                     values, index = table
-                    mine = index.values[index.offsets[user] : index.offsets[user + 1]]
-                    logit += values[mine].sum(axis=0)[rows]
+                    lo, hi = index.offsets[user], index.offsets[user + 1]
+                    mine = values[index.values[lo:hi]]
+                    summed = mine.sum(axis=0) if weights is None else weights.values[lo:hi] @ mine
+                    logit += summed[rows]
                     continue
                 comps = [_select(ids, user, n) if where == "user" else _take(ids, rows)
                          for where, ids in parts]  # fmt: skip
@@ -554,6 +574,30 @@ class _BroadcastScorer:
 
 
 _PAIR_TABLE_LIMIT = 1 << 24
+
+
+def _user_weights(users: pa.Table, key: str) -> Ids | None:
+    """A user-side weight list column as CSR (float32 values), or None when it is not one."""
+    if key not in users.column_names:
+        return None
+    arr = users.column(key).combine_chunks()
+    if not pa.types.is_list(arr.type) or arr.null_count:
+        return None
+    offsets = np.asarray(arr.offsets, dtype=np.int64) - arr.offsets[0].as_py()
+    values = arr.flatten()
+    if values.null_count:
+        return None
+    return Ids(values.to_numpy(zero_copy_only=False).astype(np.float32), offsets)
+
+
+def _weights_fit(parts: list, weights: Ids) -> bool:
+    """Whether the weights go one per value of a (user list, single-valued item) cross's user
+    component, the only order in which weighting user values weighs the cross's values."""
+    if len(parts) != 2 or [where for where, _ in parts] != ["user", "item"]:
+        return False
+    user_ids, item_ids = parts[0][1], parts[1][1]
+    same = np.array_equal(weights.offsets, user_ids.offsets)
+    return same and bool((np.diff(item_ids.offsets) == 1).all())
 
 
 def _pair_table(mixed, wide_w: np.ndarray, n_items: int) -> tuple[np.ndarray, Ids] | None:
