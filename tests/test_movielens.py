@@ -442,7 +442,7 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
         log=lambda _: None,
     )
     spec = out.recommender.predictor.spec
-    assert {"rated", "rated_weight"} <= set(spec.input_keys)
+    assert {"rated", "rated_weight", "day"} <= set(spec.input_keys)  # the recipe's crosses
     recommender = load_recommender(model_dir)
     assert recommender.rated_length == 7
     assert recommender._fast is not None  # the weighted cross has the precomputed path too
@@ -455,3 +455,25 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
     np.testing.assert_allclose(recommender.score_rows(4, rows), expected, rtol=1e-5, atol=1e-5)
     general = recommender.score_rows(4, rows, fast=False)
     np.testing.assert_allclose(general, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_user_day_cross_is_a_bias_per_user_and_day(tmp_path):
+    """``day`` is the UTC day of the example's time; user_id x day gives one wide id per
+    (user, day): shared by a user's ratings on one day, distinct across days and users."""
+    from widedeep import feature_column as fc
+    from widedeep.transform import FeatureSpec
+
+    data = ml.load_movielens(write_ml100k(tmp_path / "data", *synthetic(n_users=3)))
+    train, _ = ml.temporal_split(data.ratings)
+    times = np.array([5, 86399, 86400, 5, 3 * 86400 + 1])
+    rows = ml.examples(data, train, np.array([1, 1, 1, 2, 2]), np.array([1, 2, 3, 1, 1]), times)
+    assert rows.column("day").to_pylist() == [0, 0, 1, 0, 3]
+    wide, _ = ml.movielens_columns(user_day=True)
+    cross = [c for c in wide if getattr(c, "keys", None) == ("user_id", "day")]
+    assert len(cross) == 1
+    spec = FeatureSpec(cross, [fc.numeric_column("user_mean")]).fit(rows)
+    ids = spec.transform(rows, label=False).wide_ids[:, 0].tolist()
+    assert ids[0] == ids[1] and len({ids[0], ids[2], ids[3], ids[4]}) == 4
+    users, _ = ml.serving_tables(data, train)  # serving: today, after every training day
+    assert set(users.column("day").to_pylist()) == {ml.NOW // ml.DAY}
+    assert ml.NOW // ml.DAY > train.column("timestamp").to_numpy().max() // ml.DAY

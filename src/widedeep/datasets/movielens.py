@@ -52,7 +52,8 @@ ML1M_OCCUPATIONS = (
 )  # fmt: skip
 LIKE_THRESHOLD = 4
 HISTORY_LENGTH = 50
-RATED_LENGTH = 200  # rating: the rated history's length (longer: slightly better, bigger batches)
+RATED_LENGTH = 500  # rating: the rated history's length (longer: slightly better, bigger batches)
+DAY = 86400  # seconds: the period of the user x day cross (Koren's day-specific user bias)
 AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # the ml-1m age codes; ml-100k ages fall into them
 YEAR_BOUNDARIES = (1940, 1960, 1970, 1980, 1985, 1990, 1993, 1995, 1996, 1997, 1998)
 
@@ -354,6 +355,11 @@ def latest_history(train: pa.Table, user_ids: np.ndarray, **kwargs) -> pa.Array:
     return liked_history(train, user_ids, np.full(len(user_ids), NOW), **kwargs)
 
 
+def day_of(timestamps: np.ndarray) -> pa.Array:
+    """The day (UTC, since the epoch) of each timestamp: the ``day`` column."""
+    return pa.array(np.asarray(timestamps, dtype=np.int64) // DAY)
+
+
 NOW = 1 << 31  # a timestamp after every rating: "as of the end of training"
 PRIOR_WEIGHT = 5.0
 RECENT = 10  # pseudo-ratings at the global mean that shrink a mean of few ratings
@@ -422,6 +428,7 @@ def examples(
     if history is None:
         history = liked_history(train, user_ids, timestamps, **kwargs)
     columns["liked"] = history
+    columns["day"] = day_of(timestamps)
     columns.update(rating_stats(train, "user_id", user_ids, timestamps))
     columns.update(rating_stats(train, "movie_id", movie_ids, timestamps))
     if rated_length:
@@ -450,9 +457,10 @@ def serving_tables(
 ) -> tuple[pa.Table, pa.Table]:
     """(users, movies) with the context as of the end of training appended: the users' liked
     history (and rated history, when ``rated_length`` > 0) and rating statistics, the movies'
-    rating statistics (``title`` dropped)."""
+    rating statistics (``title`` dropped); ``day`` is today's, after every training day."""
     user_ids = data.users.column("user_id").to_numpy()
     users = data.users.append_column("liked", latest_history(train, user_ids, **kwargs))
+    users = users.append_column("day", day_of(np.full(len(user_ids), NOW)))
     if rated_length:
         now = np.full(len(user_ids), NOW)
         rated, weight = rated_history(train, user_ids, now, rated_length)
@@ -482,12 +490,14 @@ def movielens_columns(
     embedding_dim: int = 16,
     rated_cross: bool = False,
     rated_embedding: bool = False,
+    user_day: bool = False,
 ) -> tuple[list, list]:
     """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
 
     Wide: user and movie ids (per-user and per-movie biases: memorised), demographic x genre
     crosses, and ``liked x movie_id`` (the paper's installed-apps x impression cross); for
-    ratings, ``rated x movie_id`` weighted by ``rated_weight`` (:func:`rated_history`).
+    ratings, ``rated x movie_id`` weighted by ``rated_weight`` (:func:`rated_history`) and
+    ``user_id x day``, a bias per user and day.
     Deep: user, movie, occupation and zip embeddings, genres, age, gender and year buckets.
     """
     from .. import feature_column as fc
@@ -521,6 +531,8 @@ def movielens_columns(
     if rated_cross:  # item-item neighbourhood: how a rating of one movie moves another's
         cross = fc.crossed_column(["rated", "movie_id"], 1 << 20)
         wide.append(fc.weighted_categorical_column(cross, "rated_weight"))
+    if user_day:  # a user rates higher or lower on one day than another (Koren's b_u,t)
+        wide.append(fc.crossed_column(["user_id", "day"], 1 << 18))
     stats = [
         fc.numeric_column("user_mean"),
         fc.numeric_column("user_recent"),
