@@ -240,7 +240,12 @@ def share_updated_rows(
         return
     layouts, sizes = [], []  # per table: a block [count | rows | values], one size on all ranks
     for o in owned:
-        opt = next(opt for opt in optimizers for g in opt.param_groups if o.param in g["params"])
+        opt = next(
+            opt
+            for opt in optimizers
+            for g in opt.param_groups
+            if any(q is o.param for q in g["params"])  # ``in`` would compare tensors by value
+        )
         tensors = optim.row_tensors(opt, o.param)
         widths = [math.prod(t.shape[1:]) for t in tensors]
         like = tensors[0].new_empty(0, sum(widths))  # the shape of a block's value rows

@@ -80,6 +80,8 @@ class _RowEncoder:
         self.number_fns: dict[int, Any] = {}
         self.input_keys: dict[int, list[str]] = {}
         self.states: dict[int, Any] = {}
+        self._scalar_fn_or_none = _or_none(self._scalar_fn)
+        self._number_fn_or_none = _or_none(self._number_fn)
         # a spec read from JSON holds equal but separate objects where the declaration shared
         # one column (education in the wide part and in an indicator): encode it once a call
         self.same: dict[int, int] = {}
@@ -275,11 +277,11 @@ class _RowEncoder:
 
     def scalar_fn(self, column: fc.CategoricalColumn) -> Any:
         """The one-row path's row -> id (-1 = none) for the column, or None."""
-        return self._once(self.scalar_fns, column, _or_none(self._scalar_fn))
+        return self._once(self.scalar_fns, column, self._scalar_fn_or_none)
 
     def number_fn(self, column: fc.NumericColumn) -> Any:
         """The one-row path's row -> normalised float for the column, or None."""
-        return self._once(self.number_fns, column, _or_none(self._number_fn))
+        return self._once(self.number_fns, column, self._number_fn_or_none)
 
     def keys_of(self, column: fc.FeatureColumn) -> list[str]:
         return self._once(self.input_keys, column, fc.input_keys)

@@ -350,11 +350,6 @@ def rated_history(
     return movies, pa.ListArray.from_arrays(movies.offsets, pa.array(weights.astype(np.float32)))
 
 
-def latest_history(train: pa.Table, user_ids: np.ndarray, **kwargs) -> pa.Array:
-    """The users' liked movies as of now (all training interactions), for ranking/serving."""
-    return liked_history(train, user_ids, np.full(len(user_ids), NOW), **kwargs)
-
-
 def day_of(timestamps: np.ndarray) -> pa.Array:
     """The day (UTC, since the epoch) of each timestamp: the ``day`` column."""
     return pa.array(np.asarray(timestamps, dtype=np.int64) // DAY)
@@ -459,14 +454,13 @@ def serving_tables(
     history (and rated history, when ``rated_length`` > 0) and rating statistics, the movies'
     rating statistics (``title`` dropped); ``day`` is today's, after every training day."""
     user_ids = data.users.column("user_id").to_numpy()
-    users = data.users.append_column("liked", latest_history(train, user_ids, **kwargs))
-    users = users.append_column("day", day_of(np.full(len(user_ids), NOW)))
+    now = np.full(len(user_ids), NOW)
+    users = data.users.append_column("liked", liked_history(train, user_ids, now, **kwargs))
+    users = users.append_column("day", day_of(now))
     if rated_length:
-        now = np.full(len(user_ids), NOW)
         rated, weight = rated_history(train, user_ids, now, rated_length)
         users = users.append_column("rated", rated).append_column("rated_weight", weight)
-    for name, values in rating_stats(train, "user_id", user_ids,
-                                     np.full(len(user_ids), NOW)).items():  # fmt: skip
+    for name, values in rating_stats(train, "user_id", user_ids, now).items():
         users = users.append_column(name, pa.array(values))
     movies = data.movies.drop_columns(["title"])
     movie_ids = movies.column("movie_id").to_numpy()
