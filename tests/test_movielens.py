@@ -442,10 +442,11 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
         log=lambda _: None,
     )
     spec = out.recommender.predictor.spec
-    assert {"rated", "rated_weight", "day"} <= set(spec.input_keys)  # the recipe's crosses
+    assert {"rated", "rated_weight", "day", *ml.SLOPE_KEYS} <= set(spec.input_keys)
     recommender = load_recommender(model_dir)
     assert recommender.rated_length == 7
-    assert recommender._fast is not None  # the weighted cross has the precomputed path too
+    # the weighted cross and the per-user slopes have the precomputed path too
+    assert recommender._fast is not None and len(recommender._fast.slopes) == 3
     train, _ = ml.temporal_split(data.ratings)
     rows = recommender.candidate_rows(4)
     movie_ids = data.movies.column("movie_id").to_numpy()[rows]
@@ -455,6 +456,93 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
     np.testing.assert_allclose(recommender.score_rows(4, rows), expected, rtol=1e-5, atol=1e-5)
     general = recommender.score_rows(4, rows, fast=False)
     np.testing.assert_allclose(general, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_broadcast_scorer_adds_per_user_slopes(tmp_path):
+    """With random wide weights (so every slope counts), the precomputed scorer of a rating
+    model with the per-user slopes equals the spec's encoding of the broadcast rows."""
+    from widedeep.movielens_train import MovieLensSettings, train_movielens
+    from widedeep.recommend import _broadcast, _BroadcastScorer
+    from widedeep.train import TrainConfig
+
+    data = ml.load_movielens(write_ml100k(tmp_path, *synthetic(n_users=12)))
+    out = train_movielens(
+        data,
+        MovieLensSettings(task="rating", history_length=5, rated_length=7),
+        TrainConfig(train_epochs=1, batch_size=64),
+        quiet=True,
+        log=lambda _: None,
+    )
+    recommender = out.recommender
+    model, spec = recommender.predictor.model, recommender.predictor.spec
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.wide.weight.normal_(0.0, 0.5)
+    scorer = _BroadcastScorer.build(recommender.predictor, recommender._users, recommender._items)
+    assert scorer is not None and len(scorer.slopes) == 3
+    users = recommender._users.column("user_id").to_numpy()
+    items = recommender._items
+    for user in (1, 4, 12):
+        row = int(np.flatnonzero(users == user)[0])
+        rows = recommender.candidate_rows(user)
+        general = recommender.score_rows(user, rows, fast=False)
+        np.testing.assert_allclose(scorer.score(row, rows), general, rtol=0, atol=1e-6)
+        # the slopes move the scores (so the check above sees them): with every movie's
+        # slope inputs at 0, the general path scores differently
+        flat = items
+        for key in ml.SLOPE_KEYS:
+            flat = flat.set_column(flat.column_names.index(key), key,
+                                   pa.array(np.zeros(len(flat), np.float32)))  # fmt: skip
+        batch = spec.transform(_broadcast(recommender._users, row, flat, rows), label=False)
+        with torch.no_grad():
+            unsloped = model(batch)[:, 0].numpy()
+        assert np.ptp(general - unsloped) > 0.1
+
+
+def test_slope_inputs_by_hand():
+    """movie_mean_dev, movie_count_dev and release_dev for training rows (as of each row's
+    time) and for serving (as of now), from hand-computed values."""
+    train = pa.table({"user_id": [1, 2, 1], "movie_id": [10, 10, 11], "rating": [5, 3, 2],
+                      "timestamp": [1, 2, 3]})  # fmt: skip
+    movies = pa.table({
+        "movie_id": [10, 11, 12, 13], "title": ["a", "b", "c", "d"],
+        "release_year": pa.array([1995, 1930, None, 2010], pa.int64()),
+        "genres": [["Drama"], ["Comedy"], [], ["Action"]],
+    })  # fmt: skip
+    users = pa.table({"user_id": [1, 2, 3], "age": [20, 30, 40], "gender": ["M", "F", "M"],
+                      "occupation": ["a", "b", "c"], "zip_prefix": ["10", "20", "30"]})  # fmt: skip
+    data = ml.MovieLens(train, movies, users, "ml-100k")
+    prior, w = 10 / 3, ml.PRIOR_WEIGHT  # the global training mean, and its pseudo-count
+    rows = ml.examples(data, train, np.array([3, 3, 3, 3, 3]), np.array([10, 10, 11, 12, 13]),
+                       np.array([2, 3, 3, 3, 3]), max_length=5)  # fmt: skip
+    np.testing.assert_allclose(
+        rows.column("movie_mean_dev").to_numpy(),
+        [(5 + w * prior) / (1 + w) - prior, (8 + w * prior) / (2 + w) - prior, 0, 0, 0],
+        atol=1e-6,
+    )  # at t=2 movie 10 has one earlier rating, at t=3 two; movie 11's is at t=3: none before
+    np.testing.assert_allclose(
+        rows.column("movie_count_dev").to_numpy(),
+        [math.log(2) - 3.5, math.log(3) - 3.5, -3.5, -3.5, -3.5], atol=1e-6,
+    )  # fmt: skip
+    # 1995: 7/15; 1930: -58/15 clipped to -3; unknown: 0; 2010: 22/15 clipped to 1
+    np.testing.assert_allclose(rows.column("release_dev").to_numpy(),
+                               [7 / 15, 7 / 15, -3, 0, 1], atol=1e-6)  # fmt: skip
+    _, served = ml.serving_tables(data, train, max_length=5)  # as of now: every rating counts
+    assert set(ml.SLOPE_KEYS) <= set(served.column_names)
+    np.testing.assert_allclose(
+        served.column("movie_mean_dev").to_numpy(),
+        [(8 + w * prior) / (2 + w) - prior, (2 + w * prior) / (1 + w) - prior, 0, 0], atol=1e-6,
+    )  # fmt: skip
+    np.testing.assert_allclose(served.column("movie_count_dev").to_numpy(),
+                               np.log([3, 2, 1, 1]) - 3.5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(served.column("release_dev").to_numpy(), [7 / 15, -3, 0, 1],
+                               atol=1e-6)  # fmt: skip
+    wide, _ = ml.movielens_columns(user_slopes=True)
+    slopes = [(c.categorical_column.key, c.weight_feature_key) for c in wide
+              if getattr(c, "weight_feature_key", "").endswith("_dev")]  # fmt: skip
+    assert slopes == [("user_id", key) for key in ml.SLOPE_KEYS]
+    assert not any(getattr(c, "weight_feature_key", "").endswith("_dev")
+                   for c in ml.movielens_columns()[0])  # fmt: skip
 
 
 def test_user_day_cross_is_a_bias_per_user_and_day(tmp_path):

@@ -106,10 +106,10 @@ def train_movielens(
     # the liked x movie cross memorises which movies go together: it ranks well, but it
     # overfits ratings; user x genre (each user's taste per genre) lowers the rating RMSE
     # and adds nothing to ranking; so does rated x movie (both measured on the validation
-    # slice; rated x movie and user x day on ratings only)
+    # slice; rated x movie, user x day and the per-user slopes on ratings only)
     rating = settings.task == "rating"
     columns = {"history": not rating, "user_genre": rating, "rated_cross": rating,
-               "user_day": rating}  # fmt: skip
+               "user_day": rating, "user_slopes": rating}  # fmt: skip
     columns.update(settings.columns)
     spec = ml.movielens_spec(settings.task, **columns)
     history = settings.history_length

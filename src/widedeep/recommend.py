@@ -33,7 +33,7 @@ from .artifact import ModelFileError, atomic_write, resolve, write_json
 from .batch import Batch
 from .datasets import movielens as ml
 from .hashing import cross_hash, hash_strings
-from .ids import Ids, cartesian, offsets_of, row_of
+from .ids import Ids, cartesian, offsets_of, row_of, segment_sum
 from .predict import Predictor, load
 from .train import InMemory
 from .transform import FeatureSpec
@@ -462,10 +462,12 @@ class _BroadcastScorer:
     cross of one user component and one item component (occupation x genres, liked x
     movie_id) is precomputed further as a table [distinct user value, item] of summed weights,
     so a request only adds up the rows of the user's values (weighted by the user's weights
-    for a weighted cross: rated x movie_id by rated_weight).
+    for a weighted cross: rated x movie_id by rated_weight).  A user-side categorical column
+    weighted by an item-side scalar (a per-user slope: user_id by movie_mean_dev) adds
+    ``coef[user] * x[item]``, with ``coef`` the sum of the wide weights of the user's ids.
     """
 
-    def __init__(self, model, spec, users, items, mixed, weighted) -> None:
+    def __init__(self, model, spec, users, items, mixed, weighted, slopes) -> None:
         self.model = model
         self.mixed = mixed  # per cross: (base id, size, hash_key, [(side, Ids per row)])
         # per cross: None, or the weight of each of its user component's values (a weighted
@@ -475,8 +477,11 @@ class _BroadcastScorer:
         self.wide_w = wide_w
         self.bias = float(model.wide_bias.detach()[0]) if model.has_wide else 0.0
         in_mixed = np.zeros(spec.wide_dim_ + 1, dtype=bool)
-        for base, size, _, _ in mixed:
+        for base, size, *_ in mixed + slopes:
             in_mixed[base : base + size] = True
+        # per slope column: (coef per user row, its scalar per item row)
+        self.slopes = [(segment_sum(wide_w[base + ids.values.astype(np.int64)], ids.offsets), x)
+                       for base, _, ids, x in slopes] if model.has_wide else []  # fmt: skip
         item_batch = spec.transform(_broadcast(users, 0, items, np.arange(items.num_rows)))
         user_batch = spec.transform(_broadcast(items, 0, users, np.arange(users.num_rows)))
         self.tables = [_pair_table(m, wide_w, items.num_rows) if model.has_wide else None
@@ -511,9 +516,18 @@ class _BroadcastScorer:
 
         if any(side(fc.input_keys(c)) is None for c in spec.deep_columns):
             return None
-        mixed, weighted, base = [], [], 1
+        mixed, weighted, slopes, base = [], [], [], 1
         for column, size in zip(spec.wide_columns, spec.wide_sizes()):
             if side(fc.input_keys(column)) is None:
+                if (
+                    isinstance(column, fc.WeightedCategoricalColumn)
+                    and side(fc.input_keys(column.categorical_column)) == "user"
+                    and (x := _item_scalars(items, column.weight_feature_key)) is not None
+                ):  # a per-user slope: user ids, weighted by one number per item
+                    ids = _component(spec, column.categorical_column, users)
+                    slopes.append((base, size, ids, x))
+                    base += size
+                    continue
                 weights = None
                 if isinstance(column, fc.WeightedCategoricalColumn):
                     weights = _user_weights(users, column.weight_feature_key)
@@ -536,7 +550,7 @@ class _BroadcastScorer:
                 mixed.append((base, size, column.hash_key, parts))
                 weighted.append(weights)
             base += size
-        scorer = cls(model, spec, users, items, mixed, weighted)
+        scorer = cls(model, spec, users, items, mixed, weighted, slopes)
         return scorer if scorer.complete else None
 
     def score(self, user: int, rows: np.ndarray) -> np.ndarray:
@@ -545,6 +559,8 @@ class _BroadcastScorer:
         model = self.model
         if model.has_wide:
             logit += self.bias + self.wide_user[user] + self.wide_item[rows]
+            for coef, x in self.slopes:
+                logit += coef[user] * x[rows]
             for (base, size, hash_key, parts), table, weights in zip(
                 self.mixed, self.tables, self.weighted
             ):
@@ -588,6 +604,16 @@ def _user_weights(users: pa.Table, key: str) -> Ids | None:
     if values.null_count:
         return None
     return Ids(values.to_numpy(zero_copy_only=False).astype(np.float32), offsets)
+
+
+def _item_scalars(items: pa.Table, key: str) -> np.ndarray | None:
+    """An item-side numeric column, one value per item, as float32; None when not one."""
+    if key not in items.column_names:
+        return None
+    arr = items.column(key)
+    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)) or arr.null_count:
+        return None
+    return arr.to_numpy().astype(np.float32)
 
 
 def _weights_fit(parts: list, weights: Ids) -> bool:

@@ -356,16 +356,36 @@ def day_of(timestamps: np.ndarray) -> pa.Array:
 
 
 NOW = 1 << 31  # a timestamp after every rating: "as of the end of training"
-PRIOR_WEIGHT = 5.0
-RECENT = 10  # pseudo-ratings at the global mean that shrink a mean of few ratings
+PRIOR_WEIGHT = 5.0  # pseudo-ratings at the global mean that shrink a mean of few ratings
+RECENT = 10  # the recent mean's window: the last RECENT ratings
+# The item-side scalars of the per-user slopes (movielens_columns(user_slopes=True)), each
+# centred so that a slope of 0 means "this user is average": centring changes what FTRL's
+# L2 pulls towards, and these exact values were measured (README).
+SLOPE_KEYS = ("movie_mean_dev", "movie_count_dev", "release_dev")
+COUNT_CENTRE = 3.5  # movie_count_dev = movie_count - 3.5; 3.5 ~ log1p(32) earlier ratings
+RELEASE_CENTRE = 1988  # release_dev = clip((release_year - 1988) / 15, -3, 1)
+RELEASE_SCALE = 15.0
+RELEASE_RANGE = (-3.0, 1.0)
+
+
+def prior_rating(train: pa.Table) -> float:
+    """The global mean training rating (3.5 without ratings): what :func:`rating_stats`
+    shrinks towards and what ``movie_mean_dev`` is measured from."""
+    ratings = train.column("rating").to_numpy().astype(np.float64)
+    return float(ratings.mean()) if len(ratings) else 3.5
 
 
 def rating_stats(
-    train: pa.Table, key: str, ids: np.ndarray, timestamps: np.ndarray
+    train: pa.Table,
+    key: str,
+    ids: np.ndarray,
+    timestamps: np.ndarray,
+    prior: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Per (id, time): the mean of the ``key``'s training ratings strictly before that time,
-    shrunk to the global mean, the same over the last ``RECENT`` of them (tastes drift), and
-    log1p of their count (``<key>_mean``, ``<key>_recent``, ``<key>_count``)."""
+    shrunk to the global mean (``prior``; :func:`prior_rating` when None), the same over the
+    last ``RECENT`` of them (tastes drift), and log1p of their count (``<key>_mean``,
+    ``<key>_recent``, ``<key>_count``)."""
     k = train.column(key).to_numpy()
     t = train.column("timestamp").to_numpy()
     order = np.lexsort((t, k))
@@ -376,7 +396,7 @@ def rating_stats(
     end = np.searchsorted(sort_key, ids * (1 << 32) + np.asarray(timestamps), side="left")
     first = np.searchsorted(sort_key, ids * (1 << 32), side="left")
     count = end - first
-    prior = r.mean() if len(r) else 3.5
+    prior = prior_rating(train) if prior is None else prior
     mean = (csum[end] - csum[first] + PRIOR_WEIGHT * prior) / (count + PRIOR_WEIGHT)
     start = np.maximum(first, end - RECENT)
     recent = (csum[end] - csum[start] + PRIOR_WEIGHT * prior) / (end - start + PRIOR_WEIGHT)
@@ -385,6 +405,24 @@ def rating_stats(
         f"{name}_mean": mean.astype(np.float32),
         f"{name}_recent": recent.astype(np.float32),
         f"{name}_count": np.log1p(count).astype(np.float32),
+    }
+
+
+def slope_inputs(
+    movie_stats: dict[str, np.ndarray], release_year: pa.Array, prior: float
+) -> dict[str, np.ndarray]:
+    """The item-side scalars the per-user slopes multiply (float32, one per row): how far the
+    movie's shrunk mean rating is from the global mean ``prior`` (``movie_mean_dev``), its
+    log count from ``COUNT_CENTRE`` (``movie_count_dev``) and its release year from
+    ``RELEASE_CENTRE`` in ``RELEASE_SCALE`` years, clipped (``release_dev``; 0 when unknown).
+    ``movie_stats`` is :func:`rating_stats` of ``movie_id`` with the same ``prior``: training
+    rows get them as of each row's time, serving as of now, from this one helper."""
+    year = pc.cast(release_year, pa.float64()).to_numpy(zero_copy_only=False)  # null -> nan
+    release = np.clip((year - RELEASE_CENTRE) / RELEASE_SCALE, *RELEASE_RANGE)
+    return {
+        "movie_mean_dev": (movie_stats["movie_mean"] - prior).astype(np.float32),
+        "movie_count_dev": (movie_stats["movie_count"] - COUNT_CENTRE).astype(np.float32),
+        "release_dev": np.nan_to_num(release, nan=0.0).astype(np.float32),
     }
 
 
@@ -414,7 +452,8 @@ def examples(
 ) -> pa.Table:
     """Model input rows for (user, movie, time): user and movie features joined by id, and
     what ``train`` said before that time: the liked history (``kwargs``: its max_length and
-    threshold; pass ``history`` when known), the user's and movie's rating statistics and,
+    threshold; pass ``history`` when known), the user's and movie's rating statistics, the
+    movie's slope inputs (:func:`slope_inputs`) and,
     when ``rated_length`` > 0, the rated history (``rated``, ``rated_weight``)."""
     users = data.users.take(positions(user_ids, data.users, "user_id"))
     movies = data.movies.take(positions(movie_ids, data.movies, "movie_id"))
@@ -424,8 +463,11 @@ def examples(
         history = liked_history(train, user_ids, timestamps, **kwargs)
     columns["liked"] = history
     columns["day"] = day_of(timestamps)
-    columns.update(rating_stats(train, "user_id", user_ids, timestamps))
-    columns.update(rating_stats(train, "movie_id", movie_ids, timestamps))
+    prior = prior_rating(train)
+    columns.update(rating_stats(train, "user_id", user_ids, timestamps, prior))
+    movie_stats = rating_stats(train, "movie_id", movie_ids, timestamps, prior)
+    columns.update(movie_stats)
+    columns.update(slope_inputs(movie_stats, movies.column("release_year"), prior))
     if rated_length:
         rated = rated_history(train, user_ids, timestamps, rated_length)
         columns.update(zip(("rated", "rated_weight"), rated))
@@ -452,7 +494,8 @@ def serving_tables(
 ) -> tuple[pa.Table, pa.Table]:
     """(users, movies) with the context as of the end of training appended: the users' liked
     history (and rated history, when ``rated_length`` > 0) and rating statistics, the movies'
-    rating statistics (``title`` dropped); ``day`` is today's, after every training day."""
+    rating statistics and slope inputs (``title`` dropped); ``day`` is today's, after every
+    training day."""
     user_ids = data.users.column("user_id").to_numpy()
     now = np.full(len(user_ids), NOW)
     users = data.users.append_column("liked", liked_history(train, user_ids, now, **kwargs))
@@ -460,12 +503,14 @@ def serving_tables(
     if rated_length:
         rated, weight = rated_history(train, user_ids, now, rated_length)
         users = users.append_column("rated", rated).append_column("rated_weight", weight)
-    for name, values in rating_stats(train, "user_id", user_ids, now).items():
+    prior = prior_rating(train)
+    for name, values in rating_stats(train, "user_id", user_ids, now, prior).items():
         users = users.append_column(name, pa.array(values))
     movies = data.movies.drop_columns(["title"])
     movie_ids = movies.column("movie_id").to_numpy()
-    for name, values in rating_stats(train, "movie_id", movie_ids,
-                                     np.full(len(movie_ids), NOW)).items():  # fmt: skip
+    stats = rating_stats(train, "movie_id", movie_ids, np.full(len(movie_ids), NOW), prior)
+    stats.update(slope_inputs(stats, movies.column("release_year"), prior))
+    for name, values in stats.items():
         movies = movies.append_column(name, pa.array(values))
     return users, movies
 
@@ -485,13 +530,15 @@ def movielens_columns(
     rated_cross: bool = False,
     rated_embedding: bool = False,
     user_day: bool = False,
+    user_slopes: bool = False,
 ) -> tuple[list, list]:
     """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
 
     Wide: user and movie ids (per-user and per-movie biases: memorised), demographic x genre
     crosses, and ``liked x movie_id`` (the paper's installed-apps x impression cross); for
     ratings, ``rated x movie_id`` weighted by ``rated_weight`` (:func:`rated_history`) and
-    ``user_id x day``, a bias per user and day.
+    ``user_id x day``, a bias per user and day, and the per-user slopes: ``user_id`` weighted
+    by each of :data:`SLOPE_KEYS` (:func:`slope_inputs`).
     Deep: user, movie, occupation and zip embeddings, genres, age, gender and year buckets.
     """
     from .. import feature_column as fc
@@ -527,6 +574,12 @@ def movielens_columns(
         wide.append(fc.weighted_categorical_column(cross, "rated_weight"))
     if user_day:  # a user rates higher or lower on one day than another (Koren's b_u,t)
         wide.append(fc.crossed_column(["user_id", "day"], 1 << 18))
+    if user_slopes:
+        # one weight per user times a scalar of the movie: how strongly the user follows the
+        # consensus (the movie's mean), prefers popular or obscure (its count), old or new
+        # movies (its year) -- a slope per user, memorised by the wide part, as the user_id
+        # column is a bias per user; an MLP learns such products of inputs poorly
+        wide += [fc.weighted_categorical_column(user, key) for key in SLOPE_KEYS]
     stats = [
         fc.numeric_column("user_mean"),
         fc.numeric_column("user_recent"),
