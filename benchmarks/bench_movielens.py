@@ -35,6 +35,7 @@ VARIANTS = {
     "wide_deep-no_history": ("wide_deep", {"history": False}),
     "wide_deep-no_rated_cross": ("wide_deep", {"rated_cross": False}),  # rating's before 7d
     "wide_deep-no_user_day": ("wide_deep", {"user_day": False}),  # rating's before 7e
+    "wide_deep-no_user_slopes": ("wide_deep", {"user_slopes": False}),  # rating: before 7f
     "wide_deep-demographic_crosses_only": ("wide_deep", {"history": False, "id_wide": False}),
     "wide_deep-history_only": ("wide_deep", {"demographic_crosses": False, "id_wide": False}),
     "deep+liked_embedding": ("deep", {"history_embedding": True}),
