@@ -26,6 +26,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -309,12 +310,19 @@ def _before(
     return order, np.maximum(first, end - max_length), end, first
 
 
-def _ragged(values: np.ndarray, start: np.ndarray, end: np.ndarray) -> pa.ListArray:
-    """values[start[i]:end[i]] per row, as a list array."""
+def _windows(start: np.ndarray, end: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """List offsets of the windows [start[i], end[i]) laid end to end, and the index of
+    each of their positions (``values[index]``: the windows' values, flat)."""
     lengths = end - start
     offsets = np.r_[0, np.cumsum(lengths)]
     index = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - start, lengths)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values[index]))
+    return pa.array(offsets, pa.int32()), index
+
+
+def _ragged(values: np.ndarray, start: np.ndarray, end: np.ndarray) -> pa.ListArray:
+    """values[start[i]:end[i]] per row, as a list array."""
+    offsets, index = _windows(start, end)
+    return pa.ListArray.from_arrays(offsets, pa.array(values[index]))
 
 
 def liked_history(
@@ -344,10 +352,13 @@ def rated_history(
     csum = np.r_[0.0, np.cumsum(rating)]
     mean = (csum[end] - csum[first]) / np.maximum(end - first, 1)
     lengths = end - start
-    movies = _ragged(train.column("movie_id").to_numpy()[order], start, end)
-    centred = _ragged(rating, start, end).flatten().to_numpy() - np.repeat(mean, lengths)
+    offsets, index = _windows(start, end)
+    movies = pa.ListArray.from_arrays(
+        offsets, pa.array(train.column("movie_id").to_numpy()[order][index])
+    )
+    centred = rating[index] - np.repeat(mean, lengths)
     weights = centred / np.repeat(np.sqrt(np.maximum(lengths, 1)), lengths)
-    return movies, pa.ListArray.from_arrays(movies.offsets, pa.array(weights.astype(np.float32)))
+    return movies, pa.ListArray.from_arrays(offsets, pa.array(weights.astype(np.float32)))
 
 
 def day_of(timestamps: np.ndarray) -> pa.Array:
@@ -416,7 +427,7 @@ def slope_inputs(
     log count from ``COUNT_CENTRE`` (``movie_count_dev``) and its release year from
     ``RELEASE_CENTRE`` in ``RELEASE_SCALE`` years, clipped (``release_dev``; 0 when unknown).
     ``movie_stats`` is :func:`rating_stats` of ``movie_id`` with the same ``prior``: training
-    rows get them as of each row's time, serving as of now, from this one helper."""
+    rows get them as of each row's time, serving as of now (:func:`_movie_context`)."""
     year = pc.cast(release_year, pa.float64()).to_numpy(zero_copy_only=False)  # null -> nan
     release = np.clip((year - RELEASE_CENTRE) / RELEASE_SCALE, *RELEASE_RANGE)
     return {
@@ -459,20 +470,45 @@ def examples(
     movies = data.movies.take(positions(movie_ids, data.movies, "movie_id"))
     columns = {name: users.column(name) for name in users.column_names}
     columns.update({n: movies.column(n) for n in movies.column_names if n != "title"})
+    prior = prior_rating(train)
+    columns.update(
+        _user_context(train, user_ids, timestamps, prior, rated_length, history, **kwargs)
+    )
+    columns.update(_movie_context(train, movie_ids, timestamps, movies, prior))
+    columns.update(extra or {})
+    return pa.table(columns)
+
+
+def _user_context(
+    train: pa.Table,
+    user_ids: np.ndarray,
+    timestamps: np.ndarray,
+    prior: float,
+    rated_length: int,
+    history: pa.Array | None = None,
+    **kwargs,
+) -> dict[str, Any]:
+    """What ``train`` says of each (user, time) strictly before that time (see
+    :func:`examples`), for training rows and, as of now, for serving: built in one place
+    so that the two cannot drift."""
     if history is None:
         history = liked_history(train, user_ids, timestamps, **kwargs)
-    columns["liked"] = history
-    columns["day"] = day_of(timestamps)
-    prior = prior_rating(train)
+    columns = {"liked": history, "day": day_of(timestamps)}
     columns.update(rating_stats(train, "user_id", user_ids, timestamps, prior))
-    movie_stats = rating_stats(train, "movie_id", movie_ids, timestamps, prior)
-    columns.update(movie_stats)
-    columns.update(slope_inputs(movie_stats, movies.column("release_year"), prior))
     if rated_length:
         rated = rated_history(train, user_ids, timestamps, rated_length)
         columns.update(zip(("rated", "rated_weight"), rated))
-    columns.update(extra or {})
-    return pa.table(columns)
+    return columns
+
+
+def _movie_context(
+    train: pa.Table, movie_ids: np.ndarray, timestamps: np.ndarray, movies: pa.Table, prior: float
+) -> dict[str, np.ndarray]:
+    """The same for each (movie, time): its rating statistics and slope inputs (``movies``:
+    the movie table's rows of ``movie_ids``)."""
+    stats = rating_stats(train, "movie_id", movie_ids, timestamps, prior)
+    stats.update(slope_inputs(stats, movies.column("release_year"), prior))
+    return stats
 
 
 def rating_examples(data: MovieLens, rows: pa.Table, train: pa.Table, **kwargs) -> pa.Table:
@@ -496,23 +532,25 @@ def serving_tables(
     history (and rated history, when ``rated_length`` > 0) and rating statistics, the movies'
     rating statistics and slope inputs (``title`` dropped); ``day`` is today's, after every
     training day."""
+    prior = prior_rating(train)
     user_ids = data.users.column("user_id").to_numpy()
     now = np.full(len(user_ids), NOW)
-    users = data.users.append_column("liked", liked_history(train, user_ids, now, **kwargs))
-    users = users.append_column("day", day_of(now))
-    if rated_length:
-        rated, weight = rated_history(train, user_ids, now, rated_length)
-        users = users.append_column("rated", rated).append_column("rated_weight", weight)
-    prior = prior_rating(train)
-    for name, values in rating_stats(train, "user_id", user_ids, now, prior).items():
-        users = users.append_column(name, pa.array(values))
+    users = _appended(
+        data.users, _user_context(train, user_ids, now, prior, rated_length, **kwargs)
+    )
     movies = data.movies.drop_columns(["title"])
     movie_ids = movies.column("movie_id").to_numpy()
-    stats = rating_stats(train, "movie_id", movie_ids, np.full(len(movie_ids), NOW), prior)
-    stats.update(slope_inputs(stats, movies.column("release_year"), prior))
-    for name, values in stats.items():
-        movies = movies.append_column(name, pa.array(values))
-    return users, movies
+    now = np.full(len(movie_ids), NOW)
+    return users, _appended(movies, _movie_context(train, movie_ids, now, movies, prior))
+
+
+def _appended(table: pa.Table, columns: dict[str, Any]) -> pa.Table:
+    """``table`` with ``columns`` (NumPy or Arrow arrays) added at the end."""
+    for name, values in columns.items():
+        table = table.append_column(
+            name, pa.array(values) if isinstance(values, np.ndarray) else values
+        )
+    return table
 
 
 # --------------------------------------------------------------------------- features
