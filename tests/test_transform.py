@@ -18,6 +18,7 @@ from widedeep import feature_column as fc
 from widedeep.batch import Batch
 from widedeep.datasets.census import build_model_columns, census_spec, load_census
 from widedeep.hashing import cross_hash, cross_hash_one
+from widedeep.model import ModelConfig, WideDeep
 from widedeep.transform import DataError, FeatureSpec, Label, as_table, broadcast
 
 
@@ -364,6 +365,24 @@ def test_candidates_with_a_context_encode_as_the_merged_rows(census, multi_spec,
                 continue
             assert_same(spec.transform_candidates(context, candidates), expected)
             assert_same(spec.transform(broadcast(context, candidates)), expected)
+
+
+def test_no_candidates_encode_and_score_as_zero_rows(census, multi_spec):
+    """A request with an empty candidate list is zero rows: the model scores none."""
+    census_spec, _, test = census
+    person = {k: test.column(k)[0].as_py() for k in ["age", "education", "occupation"]}
+    empty = census_spec.transform(test.slice(0, 0), label=False)
+    assert_same(census_spec.transform_candidates(person, []), empty)
+    for spec, context in (
+        (census_spec, person),
+        (multi_spec, {"apps": ["a", "b"], "apps_w": [1.0, 2.0], "country": "us"}),
+    ):
+        batch = spec.transform_candidates(context, [])
+        for f in fields(Batch):
+            x = getattr(batch, f.name)
+            for tensor in x if isinstance(x, list) else [x]:
+                assert tensor is None or tensor.shape[0] == 0, f.name
+        assert WideDeep(ModelConfig.from_spec(spec, hidden_units=[4]))(batch).shape[0] == 0
 
 
 def test_row_path_errors_match_arrow_path(census):

@@ -503,6 +503,8 @@ class _RowCall:
     def _context_ids(self, column: fc.CategoricalColumn) -> tuple[list, bool, list | None]:
         """Ids of a column that reads context features only: found once, repeated per row."""
         n = len(self.rows)
+        if n == 0:  # no candidates: nothing to repeat
+            return [], False, None
         one = self.encoder.scalar_fn(column)  # the one-row path's, where it has one
         if one is not None:
             try:
