@@ -404,6 +404,14 @@ def test_recommend_refuses_unknown_user_and_bad_model(trained, tmp_path, capsys)
     assert "user 99999" in err and len(err.splitlines()) == 1
     assert main(["recommend", "--model", str(tmp_path), "--user", "1"]) == 2
     assert "no widedeep model" in capsys.readouterr().err
+    for text, problem in (("", "holds no movie ids"), ("7\n99999\n", "movie_id 99999"),
+                          ("7\nseven\n", "need movie ids")):  # fmt: skip
+        candidates = tmp_path / "ids.txt"
+        candidates.write_text(text)
+        args = ["recommend", "--model", str(model_dir), "--user", "3", "--candidates"]
+        assert main([*args, str(candidates)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert problem in err and len(err.splitlines()) == 1, err
 
 
 def test_rating_task_reports_rmse(tmp_path):

@@ -366,6 +366,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             message = f"--candidates {args.candidates}: need movie ids, one a line ({e})"
             raise UsageError(message) from None
+        if len(candidates) == 0:
+            message = f"--candidates {args.candidates} holds no movie ids; list them one a line"
+            raise UsageError(message)
     recommender = load_recommender(args.model, args.data_dir)
     table = recommender.recommend(args.user, args.k, candidates, args.exclude_seen)
     if args.json:

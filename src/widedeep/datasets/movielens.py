@@ -446,7 +446,8 @@ def positions(ids: pa.Array | np.ndarray, table: pa.Table, key: str) -> np.ndarr
     rows = lookup[np.maximum(ids, 0)]
     rows[ids < 0] = -1
     if (rows < 0).any():
-        raise MovieLensError(f"{key} {int(ids[np.argmax(rows < 0)])} is not in the {key} table")
+        bad = int(ids[np.argmax(rows < 0)])
+        raise MovieLensError(f"{key} {bad} is not in the {key} table; use one of its ids")
     return rows
 
 
