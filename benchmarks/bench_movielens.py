@@ -36,6 +36,7 @@ VARIANTS = {
     "wide_deep-no_rated_cross": ("wide_deep", {"rated_cross": False}),  # rating's before 7d
     "wide_deep-no_user_day": ("wide_deep", {"user_day": False}),  # rating's before 7e
     "wide_deep-no_user_slopes": ("wide_deep", {"user_slopes": False}),  # rating: before 7f
+    "wide_deep-no_output_range": ("wide_deep", {"output_range": None}),  # rating: unbounded
     "wide_deep-demographic_crosses_only": ("wide_deep", {"history": False, "id_wide": False}),
     "wide_deep-history_only": ("wide_deep", {"demographic_crosses": False, "id_wide": False}),
     "deep+liked_embedding": ("deep", {"history_embedding": True}),
@@ -58,6 +59,7 @@ def bias_baseline(train: pa.Table, test: pa.Table, lam: float = 3.0) -> dict:
     """RMSE / MAE of mean + user bias + movie bias, fitted by alternating ridge steps
     (``lam`` pseudo-ratings at 0 per bias; 3 is best on the validation slice of 1, 3, 5, 10),
     predictions clipped to [1, 5]: the classic baseline of rating prediction."""
+
     def col(table: pa.Table, name: str) -> np.ndarray:
         return table.column(name).to_numpy()
 
@@ -75,6 +77,8 @@ def bias_baseline(train: pa.Table, test: pa.Table, lam: float = 3.0) -> dict:
 
 def run_variant(data: ml.MovieLens, variant: str, seed: int, args: argparse.Namespace) -> dict:
     model_type, flags = VARIANTS[variant]
+    flags = dict(flags)
+    output_range = flags.pop("output_range", ml.RATING_RANGE)
     settings = MovieLensSettings(
         task=args.task,
         model_type=model_type,
@@ -85,6 +89,7 @@ def run_variant(data: ml.MovieLens, variant: str, seed: int, args: argparse.Name
         history_length=args.history,
         rated_length=args.rated_length,
         split=args.split,
+        output_range=output_range,
         columns={**flags, **args.columns},
         dropout=args.dropout,
     )

@@ -287,8 +287,11 @@ def test_small_batch_forward_equals_the_module(model_type, batch_norm):
     )
 
 
-@pytest.mark.parametrize("head", ["binary", "multiclass", "regression"])
-def test_numpy_outputs_equal_the_torch_ones(head):
+@pytest.mark.parametrize(
+    "head, output_range",
+    [("binary", None), ("multiclass", None), ("regression", None), ("regression", (0.75, 5.25))],
+)
+def test_numpy_outputs_equal_the_torch_ones(head, output_range):
     """The serving path's NumPy twin of ``heads.outputs``, extreme logits included."""
     from widedeep.heads import outputs, outputs_numpy
 
@@ -298,7 +301,7 @@ def test_numpy_outputs_equal_the_torch_ones(head):
         [rng.normal(0, 4, (50, width)), np.full((1, width), 100.0), np.full((1, width), -100.0)]
     ).astype(np.float32)
     logits[-1, 0] = -100.0 if head != "multiclass" else 50.0  # a skewed row for softmax
-    expected = outputs(torch.from_numpy(logits), head)
-    got = outputs_numpy(logits, head)
+    expected = outputs(torch.from_numpy(logits), head, output_range)
+    got = outputs_numpy(logits, head, output_range)
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-30)

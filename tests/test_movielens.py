@@ -460,10 +460,19 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
     movie_ids = data.movies.column("movie_id").to_numpy()[rows]
     examples = ml.examples(data, train, np.full(len(rows), 4), movie_ids,
                            np.full(len(rows), ml.NOW), max_length=5, rated_length=7)  # fmt: skip
-    expected = Predictor(spec, out.result.model).predict(examples)
+    predictor = Predictor(spec, out.result.model)
+    expected = predictor.predict_logits(examples)[:, 0]
     np.testing.assert_allclose(recommender.score_rows(4, rows), expected, rtol=1e-5, atol=1e-5)
     general = recommender.score_rows(4, rows, fast=False)
     np.testing.assert_allclose(general, expected, rtol=1e-5, atol=1e-5)
+    # what recommend shows is the predicted rating, inside the rating range
+    top = recommender.recommend(4, k=5)
+    rating = dict(zip(movie_ids.tolist(), predictor.predict(examples).tolist()))
+    shown = top.column("score").to_pylist()
+    assert shown == sorted(shown, reverse=True)
+    np.testing.assert_allclose(shown, [rating[m] for m in top.column("movie_id").to_pylist()],
+                               rtol=1e-5)  # fmt: skip
+    assert all(ml.RATING_RANGE[0] < s < ml.RATING_RANGE[1] for s in shown)
 
 
 def test_broadcast_scorer_adds_per_user_slopes(tmp_path):

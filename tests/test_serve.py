@@ -349,3 +349,35 @@ def test_hot_swap_under_load_fails_no_request(server, rows):
     assert _metrics(conn)['widedeep_model_swaps_total{outcome="ok"}'] == 2  # one per worker
     conn.close()
     assert os.path.exists(base / "1000")  # the old export is untouched
+
+
+def test_a_bounded_regression_serves_its_predicted_values(tmp_path, rows):
+    """A regression with an output range answers :predict and :rank with the predicted value,
+    inside the range, as the library's Predictor does (small requests take the NumPy path,
+    large ones torch's)."""
+    from widedeep.serve import App, Loaded, ModelSlot, ServeConfig
+    from widedeep.transform import FeatureSpec, Label
+
+    train, _ = census.load_census()
+    wide, deep = census.build_model_columns()
+    label = Label("hours_per_week", "regression", output_range=(1.0, 99.0))
+    spec = FeatureSpec(wide, deep, label=label).fit(train.slice(0, 3000))
+    torch.manual_seed(0)
+    model = WideDeep(ModelConfig.from_spec(spec, hidden_units=[16, 8]))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)  # raw sums far outside (1, 99) for many rows
+    artifact.write_model_dir(tmp_path / "1", spec, model)
+    app = App(ServeConfig(str(tmp_path)), ModelSlot(tmp_path, log=lambda _: None))
+    loaded = Loaded.load(tmp_path / "1")
+    expected = load(tmp_path / "1").predict(rows)
+    logits = load(tmp_path / "1").predict_logits(rows)[:, 0]
+    assert ((logits < -5) | (logits > 5)).any() and ((expected > 1) & (expected < 99)).all()
+    for n in (3, len(rows)):
+        got = app._predict(loaded, {"instances": rows[:n]})["predictions"]
+        np.testing.assert_allclose(got, expected[:n], rtol=1e-5)
+    ranked = app._rank(loaded, {"context": {}, "candidates": rows[:20], "k": 3})["ranking"]
+    best = np.argsort(-expected[:20], kind="stable")[:3]
+    assert [r["index"] for r in ranked] == best.tolist()
+    np.testing.assert_allclose([r["score"] for r in ranked], expected[best], rtol=1e-5)
+    assert app._metadata(loaded)["metadata"]["output_range"] == [1.0, 99.0]

@@ -68,6 +68,16 @@ def test_dump_load_every_column_type(tmp_path):
     assert "{column: edu}" in text  # the vocabulary column, not the raw feature 'edu'
 
 
+def test_output_range_round_trips_and_stays_out_when_unset(tmp_path):
+    data = _with(label={"key": "y", "head": "regression", "output_range": [1, 5]})
+    spec = load_spec_file(write(tmp_path, data))
+    assert spec.label.output_range == (1.0, 5.0)
+    dump_spec_file(spec, tmp_path / "again.yaml")
+    assert load_spec_file(tmp_path / "again.yaml").label == spec.label
+    assert FeatureSpec.from_json(spec.to_json()).label == spec.label
+    assert "output_range" not in census_spec().to_json()  # specs without one are unchanged
+
+
 def write(tmp_path, data, name="spec.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data) if name.endswith(".yaml") else json.dumps(data))
@@ -169,6 +179,19 @@ def _with(**changes):
             ["columns.x", "3"],
         ),
         (_with(label={"key": "y", "head": "ordinal"}), ["label", "ordinal"]),
+        (_with(label={"key": "y", "output_range": [0, 1]}), ["label", "binary", "regression"]),
+        (
+            _with(label={"key": "y", "head": "regression", "output_range": [5, 1]}),
+            ["label", "lo < hi", "[5, 1]"],
+        ),
+        (
+            _with(label={"key": "y", "head": "regression", "output_range": [1, "5"]}),
+            ["label", "finite numbers"],
+        ),
+        (
+            _with(label={"key": "y", "head": "regression", "output_range": [1, 2, 3]}),
+            ["label", "output_range: [lo, hi]"],
+        ),
         (
             _with(
                 columns__p={"type": "bucketized", "source": "q", "boundaries": [1]},

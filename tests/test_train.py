@@ -105,6 +105,42 @@ def test_training_learns_and_logs(census_small, tmp_path):
     )
 
 
+def test_output_range_squashes_a_regression_by_hand():
+    """lo + (hi - lo) * sigmoid(z): the loss and its gradient through the squash."""
+    from widedeep.heads import outputs, training_loss
+
+    z = torch.tensor([[0.0], [np.log(3.0)], [-50.0]], requires_grad=True)
+    label = torch.tensor([4.0, 4.0, 1.0])
+    np.testing.assert_allclose(outputs(z.detach(), "regression", (1, 5)), [3.0, 4.0, 1.0])
+    loss = training_loss(z, label, None, "regression", "sum", (1, 5))
+    loss.backward()
+    assert loss.item() == pytest.approx(1.0, abs=1e-6)  # (3 - 4)^2 + 0 + 0
+    # d/dz (v - y)^2 = 2 (v - y) * (hi - lo) * s (1 - s); at z = 0: 2 * -1 * 4 * 0.25
+    np.testing.assert_allclose(z.grad[:, 0].numpy(), [-2.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_a_bounded_regression_trains_inside_its_range(census_small):
+    """Hours per week (1-99) with output_range (1, 99): every prediction lies inside, and
+    the reported RMSE is that of the predictions."""
+    from widedeep.predict import Predictor
+    from widedeep.transform import FeatureSpec, Label
+
+    train_table, test_table = (t.slice(0, 2000) for t in load_census())
+    spec = census_small[0]
+    label = Label("hours_per_week", "regression", output_range=(1.0, 99.0))
+    deep = [c for c in spec.deep_columns if c.name != "hours_per_week"]  # not the label
+    spec = FeatureSpec(spec.wide_columns, deep, label=label).fit(train_table)
+    config = TrainConfig(train_epochs=2, batch_size=64, dnn_learning_rate=0.05)
+    result = train(spec, spec.transform(train_table), spec.transform(test_table),
+                   ModelConfig.from_spec(spec, hidden_units=[16]), config, quiet=True)  # fmt: skip
+    predicted = Predictor(spec, result.model).predict(test_table)
+    hours = test_table.column("hours_per_week").to_numpy()
+    assert ((predicted > 1) & (predicted < 99)).all()
+    rmse = float(np.sqrt(np.mean((predicted - hours) ** 2)))
+    assert result.metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
+    assert rmse < float(np.std(hours))  # learned more than the mean
+
+
 def test_same_seed_same_metrics(census_small):
     spec, train_batch, eval_batch = census_small
     config = TrainConfig(train_epochs=2, epochs_between_evals=2, batch_size=64, seed=3)

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .heads import outputs
 from .model import ModelConfig
 from .predict import Predictor
 from .train import TrainConfig, train
@@ -115,7 +116,7 @@ class _Base:
                         f"label {self.label_key!r} has {len(classes)} classes {classes[:5]}...; "
                         "use a multi-class model (n_classes) or declare classes"
                     )
-        return Label(self.label_key, head, classes)
+        return Label(self.label_key, head, classes, getattr(self, "output_range", None))
 
     def fit(
         self,
@@ -227,9 +228,21 @@ class WideDeepClassifier(_Base):
 
 
 class WideDeepRegressor(_Base):
-    """Wide & Deep regression (squared error), e.g. rating prediction."""
+    """Wide & Deep regression (squared error), e.g. rating prediction; ``output_range``
+    (lo, hi) squashes the predictions into it (ratings 1-5: (0.75, 5.25))."""
 
     _head = "regression"
+
+    def __init__(
+        self,
+        wide_columns: Sequence = (),
+        deep_columns: Sequence = (),
+        *,
+        output_range: tuple[float, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(wide_columns, deep_columns, **kwargs)
+        self.output_range = output_range
 
     def predict(self, X: Any) -> np.ndarray:
         return self._require_fitted().predict_proba(X)
@@ -313,7 +326,8 @@ class _TFEstimator:
         predictor = self._impl._require_fitted()
         logits = predictor.predict_logits(features)
         if predictor.head == "regression":
-            for row in logits:
+            values = outputs(torch.from_numpy(logits), "regression", predictor.output_range)
+            for row in values[:, None]:
                 yield {"predictions": row}
             return
         classes = predictor.classes_

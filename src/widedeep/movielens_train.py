@@ -68,6 +68,8 @@ class MovieLensSettings:
     # rating: how many of the user's latest ratings feed the rated x movie_id cross
     rated_length: int = ml.RATED_LENGTH
     split: str = "test"  # "valid": evaluate on a slice cut from train the same way
+    # rating: predictions squashed into this range (None: the plain sum of the two parts)
+    output_range: tuple[float, float] | None = ml.RATING_RANGE
     columns: dict[str, bool] = field(default_factory=dict)  # movielens_columns(...) flags
 
     def __post_init__(self) -> None:
@@ -111,7 +113,7 @@ def train_movielens(
     columns = {"history": not rating, "user_genre": rating, "rated_cross": rating,
                "user_day": rating, "user_slopes": rating}  # fmt: skip
     columns.update(settings.columns)
-    spec = ml.movielens_spec(settings.task, **columns)
+    spec = ml.movielens_spec(settings.task, settings.output_range, **columns)
     history = settings.history_length
     uses_rated = columns["rated_cross"] or columns.get("rated_embedding", False)
     rated = settings.rated_length if uses_rated else 0

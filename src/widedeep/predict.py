@@ -57,6 +57,11 @@ class Predictor:
         return self.spec.label.head if self.spec.label else "binary"
 
     @property
+    def output_range(self) -> tuple[float, float] | None:
+        """A regression's declared output range (lo, hi), or None."""
+        return self.spec.label.output_range if self.spec.label else None
+
+    @property
     def classes_(self) -> tuple[str, ...] | None:
         return self.spec.classes_
 
@@ -85,7 +90,7 @@ class Predictor:
     def predict_proba(self, data: Any) -> np.ndarray:
         """P(positive) per row for a binary model ([rows]); class probabilities ([rows, k])
         for a multi-class one; the predicted value for a regression."""
-        return outputs(self._logits(data), self.head)
+        return outputs(self._logits(data), self.head, self.output_range)
 
     def predict(self, data: Any, threshold: float = 0.5) -> np.ndarray:
         """Class labels (the declared class names when there are any) or regression values."""
@@ -101,7 +106,7 @@ class Predictor:
         if batch_size is None:
             batch_size = self.config.get("settings", {}).get("train", {}).get("batch_size")
         batch = self.spec.transform(data, label=True)
-        return evaluate(self.model, batch, self.head, batch_size)
+        return evaluate(self.model, batch, self.head, batch_size, self.output_range)
 
     def __repr__(self) -> str:
         where = f" from {self.path}" if self.path else ""

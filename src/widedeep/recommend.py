@@ -33,6 +33,7 @@ from .artifact import ModelFileError, atomic_write, resolve, write_json
 from .batch import Batch
 from .datasets import movielens as ml
 from .hashing import cross_hash, hash_strings
+from .heads import outputs_numpy
 from .ids import Ids, cartesian, offsets_of, row_of, segment_sum
 from .predict import Predictor, load
 from .train import InMemory
@@ -142,10 +143,8 @@ class Recommender:
         scores = self.score_rows(user_id, rows)
         top = _top_k(scores, k)
         picked = self.data.movies.take(rows[top])
-        head = self.predictor.head
-        values = scores[top]
-        if head == "binary":
-            values = 1.0 / (1.0 + np.exp(-values))  # P(the user likes it)
+        # P(the user likes it), or the predicted rating
+        values = outputs_numpy(scores[top, None], self.predictor.head, self.predictor.output_range)
         return pa.table(
             {
                 "rank": pa.array(np.arange(1, len(top) + 1)),

@@ -434,6 +434,7 @@ class App:
                 "inputs": list(loaded.input_keys),
                 "head": p.head,
                 "classes": list(p.classes_) if p.classes_ else None,
+                "output_range": list(p.output_range) if p.output_range else None,
                 "model_type": p.model.config.model_type,
             },
         }
@@ -538,7 +539,7 @@ def _score(predictor: Predictor, encode: Callable[..., Batch], *rows: Any) -> np
         if not isinstance(e, ValueError):  # not the encoder's own DataError: log for the operator
             traceback.print_exc(file=sys.stderr)
         raise RequestError(400, "invalid_input", f"cannot encode the input: {message}") from None
-    scores = outputs_numpy(predictor.forward(batch).numpy(), predictor.head)
+    scores = outputs_numpy(predictor.forward(batch).numpy(), predictor.head, predictor.output_range)
     if not np.all(np.isfinite(scores)):
         raise RequestError(
             400, "invalid_input", "the input gives non-finite scores; check numeric features"

@@ -27,6 +27,9 @@ Column types and their fields (the ``tf.feature_column`` argument names):
 - ``crossed``: keys, hash_bucket_size, hash_key
 - ``weighted``: categorical (a declared categorical column), weight_feature_key, dtype
 
+The label is ``{key, head: binary|multiclass|regression, classes, output_range}``;
+``output_range: [lo, hi]`` (regression only) squashes the predictions into (lo, hi).
+
 A ``crossed`` key is, as in ``tf.feature_column.crossed_column``, a raw feature
 (its values are hashed) or a column (its ids are crossed).  A plain name means
 the declared column when that column is derived (bucketized, weighted, or a
@@ -50,7 +53,7 @@ import yaml
 
 from . import feature_column as fc
 from .feature_column import FeatureColumnError
-from .transform import FeatureSpec, Label
+from .transform import FeatureSpec, Label, label_fields
 
 _OPT = type(None)
 _NUM = (int, float)
@@ -186,18 +189,21 @@ class _Loader:
             return None if value is None else Label(value)
         if not isinstance(value, dict):
             raise self.fail("label", f"{value!r} is not a mapping", "write {key: ..., head: ...}")
-        unknown = [k for k in value if k not in ("key", "head", "classes")]
+        unknown = [k for k in value if k not in ("key", "head", "classes", "output_range")]
         if unknown or not isinstance(value.get("key"), str):
             raise self.fail(
                 "label",
                 f"unknown field(s) {unknown}" if unknown else "`key` (a string) is required",
-                "write {key: <column>, head: binary|multiclass|regression, classes: [...]}",
+                "write {key: <column>, head: binary|multiclass|regression, classes: [...]} "
+                "(a regression may add output_range: [lo, hi])",
             )
         classes = value.get("classes")
         if classes is not None and not isinstance(classes, list):
             raise self.fail("label", f"classes {classes!r} is not a list", "write classes: [a, b]")
         try:
-            return Label(value["key"], value.get("head", "binary"), classes)
+            return Label(
+                value["key"], value.get("head", "binary"), classes, value.get("output_range")
+            )
         except FeatureColumnError as e:
             raise self.fail("label", str(e), "fix the label") from None
 
@@ -462,13 +468,7 @@ def spec_file_dict(spec: FeatureSpec) -> dict[str, Any]:
 
     label = spec.label
     return {
-        "label": None
-        if label is None
-        else {
-            "key": label.key,
-            "head": label.head,
-            "classes": None if label.classes is None else list(label.classes),
-        },
+        "label": None if label is None else label_fields(label),
         "weight_column": spec.weight_column,
         "columns": {name: declare(column) for column, name in names.items()},
         "wide": [names[c] for c in spec.wide_columns],

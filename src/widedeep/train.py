@@ -213,7 +213,13 @@ def predict_logits(model: WideDeep, data: Batch) -> torch.Tensor:
         model.train(was_training)
 
 
-def evaluate(model: WideDeep, data: Batch | Source, head: str, batch_size: int | None) -> dict:
+def evaluate(
+    model: WideDeep,
+    data: Batch | Source,
+    head: str,
+    batch_size: int | None,
+    output_range: tuple[float, float] | None = None,
+) -> dict:
     """The reference metrics over all rows of ``data`` (exact, not averaged per batch).
 
     In a distributed run each rank scores its share (its rows of an in-memory
@@ -234,7 +240,7 @@ def evaluate(model: WideDeep, data: Batch | Source, head: str, batch_size: int |
         label = distributed.gather_rows(label.to(ctx.device), ctx)
         weight = None if weight is None else distributed.gather_rows(weight.to(ctx.device), ctx)
     weight = None if weight is None else weight.cpu()
-    return evaluation_metrics(logits.cpu(), label.cpu(), weight, head, batch_size)
+    return evaluation_metrics(logits.cpu(), label.cpu(), weight, head, batch_size, output_range)
 
 
 @torch.no_grad()
@@ -311,6 +317,7 @@ def train(
     model.to(ctx.device)
     optimizers = make_optimizers(model, len(spec.wide_columns), config)
     head = spec.label.head if spec.label else "binary"
+    output_range = spec.label.output_range if spec.label else None
     state = TrainState()
     model_dir = Path(model_dir) if model_dir is not None else None
     settings = {"train": config.to_dict(), **(settings or {})}
@@ -380,7 +387,7 @@ def train(
                         batch = batch.to(ctx.device)
                     logits = trainee(batch)
                     loss = training_loss(
-                        logits, batch.label, batch.weight, head, config.loss_reduction
+                        logits, batch.label, batch.weight, head, config.loss_reduction, output_range
                     )
                     for p in params:  # zero_grad(set_to_none) by hand: no module walk per step
                         p.grad = None
@@ -414,7 +421,7 @@ def train(
                     state.epoch % config.epochs_between_evals == 0 or done
                 ):
                     t1 = time.perf_counter()
-                    metrics = evaluate(model, eval_source, head, config.batch_size)
+                    metrics = evaluate(model, eval_source, head, config.batch_size, output_range)
                     metrics = {
                         **metrics,
                         "global_step": state.global_step,

@@ -13,6 +13,7 @@ the spec itself and turns whatever the user passes into an Arrow table.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,15 @@ HEADS = ("binary", "multiclass", "regression")
 class Label:
     """The target: a binary class (``classes`` = (negative, positive)), classes, or a number.
 
-    A binary label without ``classes`` must hold 0/1 (or true/false) values.
+    A binary label without ``classes`` must hold 0/1 (or true/false) values.  A regression
+    may declare an ``output_range`` (lo, hi): its predictions are then squashed into it
+    (:func:`widedeep.heads.regression_value`), e.g. (0.75, 5.25) for ratings 1-5.
     """
 
     key: str
     head: str = "binary"
     classes: tuple[str, ...] | None = None
+    output_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -67,6 +71,33 @@ class Label:
                     f"label {self.key!r}: a binary label declares exactly two classes "
                     f"(negative, positive), got {list(self.classes)}"
                 )
+        if self.output_range is not None:
+            bounds = self.output_range
+            ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2
+            ok = ok and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
+                for b in bounds
+            )
+            if self.head != "regression" or not ok or not bounds[0] < bounds[1]:
+                raise FeatureColumnError(
+                    f"label {self.key!r}: output_range must be two finite numbers lo < hi on "
+                    f"a regression label, got {bounds!r} on a {self.head} label; "
+                    "write output_range: [lo, hi] with head: regression, or leave it out"
+                )
+            object.__setattr__(self, "output_range", (float(bounds[0]), float(bounds[1])))
+
+
+def label_fields(label: Label) -> dict[str, Any]:
+    """A label's declaration as JSON data (``output_range`` only when set, so that specs
+    without one read and write as before)."""
+    out: dict[str, Any] = {
+        "key": label.key,
+        "head": label.head,
+        "classes": None if label.classes is None else list(label.classes),
+    }
+    if label.output_range is not None:
+        out["output_range"] = list(label.output_range)
+    return out
 
 
 # --------------------------------------------------------------------------- input
@@ -458,13 +489,7 @@ class FeatureSpec:
             "format_version": SPEC_FORMAT_VERSION,
             "wide_columns": [fc.to_dict(c) for c in self.wide_columns],
             "deep_columns": [fc.to_dict(c) for c in self.deep_columns],
-            "label": None
-            if self.label is None
-            else {
-                "key": self.label.key,
-                "head": self.label.head,
-                "classes": None if self.label.classes is None else list(self.label.classes),
-            },
+            "label": None if self.label is None else label_fields(self.label),
             "weight_column": self.weight_column,
         }
         if self.is_fitted:

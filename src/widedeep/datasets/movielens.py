@@ -52,6 +52,9 @@ ML1M_OCCUPATIONS = (
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
 )  # fmt: skip
 LIKE_THRESHOLD = 4
+# rating predictions are squashed into the 1-5 scale widened by a quarter star: a sure 1 or
+# 5 is then reached without an infinite logit (chosen on the validation slice, README)
+RATING_RANGE = (0.75, 5.25)
 HISTORY_LENGTH = 50
 RATED_LENGTH = 500  # rating: the rated history's length (longer: slightly better, bigger batches)
 DAY = 86400  # seconds: the period of the user x day cross (Koren's day-specific user bias)
@@ -589,9 +592,7 @@ def movielens_columns(
     gender = fc.categorical_column_with_vocabulary_list("gender", ["M", "F"])
     occupation = fc.categorical_column_with_vocabulary_from_data("occupation")
     zip_prefix = fc.categorical_column_with_hash_bucket("zip_prefix", 100)
-    year = fc.bucketized_column(
-        fc.numeric_column("release_year", default_value=0), YEAR_BOUNDARIES
-    )
+    year = fc.bucketized_column(fc.numeric_column("release_year", default_value=0), YEAR_BOUNDARIES)
     wide: list = [genres, year] + ([user, movie] if id_wide else [])
     if demographic_crosses:
         wide += [
@@ -647,12 +648,18 @@ def movielens_columns(
     return wide, deep
 
 
-def movielens_spec(task: str = "ranking", **kwargs):
-    """The ready FeatureSpec: label ``rating`` (regression) or ``label`` (binary, ranking)."""
+def movielens_spec(
+    task: str = "ranking", output_range: tuple[float, float] | None = RATING_RANGE, **kwargs
+):
+    """The ready FeatureSpec: label ``rating`` (regression, predictions squashed into
+    ``output_range``) or ``label`` (binary, ranking); ``kwargs``: :func:`movielens_columns`."""
     from ..transform import FeatureSpec, Label
 
     if task not in ("rating", "ranking"):
         raise MovieLensError(f"task must be 'rating' or 'ranking', got {task!r}")
     wide, deep = movielens_columns(**kwargs)
-    label = Label("rating", "regression") if task == "rating" else Label("label", "binary")
+    if task == "rating":
+        label = Label("rating", "regression", output_range=output_range)
+    else:
+        label = Label("label", "binary")
     return FeatureSpec(wide, deep, label=label)
