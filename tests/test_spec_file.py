@@ -12,7 +12,7 @@ from widedeep import feature_column as fc
 from widedeep.datasets.census import census_spec
 from widedeep.feature_column import FeatureColumnError
 from widedeep.spec_file import dump_spec_file, load_spec_file
-from widedeep.transform import FeatureSpec, Label
+from widedeep.transform import DataError, FeatureSpec, Label
 
 
 def census_preset():
@@ -76,6 +76,11 @@ def test_output_range_round_trips_and_stays_out_when_unset(tmp_path):
     assert load_spec_file(tmp_path / "again.yaml").label == spec.label
     assert FeatureSpec.from_json(spec.to_json()).label == spec.label
     assert "output_range" not in census_spec().to_json()  # specs without one are unchanged
+    rows = {"age": [1.0, 2.0], "occ": ["x", "y"], "edu": ["a", "b"], "y": [1.0, 5.0]}
+    assert spec.fit(rows).transform(rows).label.tolist() == [1.0, 5.0]  # the bounds are in
+    rows["y"] = [1.0, 7.5]
+    with pytest.raises(DataError, match=r"7.5 at row 1 is outside .*output_range \[1.0, 5.0\]"):
+        spec.transform(rows)
 
 
 def write(tmp_path, data, name="spec.yaml"):

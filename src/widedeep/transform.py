@@ -447,14 +447,24 @@ class FeatureSpec:
         label = self.label
         arr = _column(table, label.key)
         if label.head == "regression":
-            return _to_float(arr, label.key, allow_null=False).astype(np.float32)
+            values = _to_float(arr, label.key, allow_null=False)
+            if label.output_range is not None:  # a label the squash can never reach
+                lo, hi = label.output_range
+                bad = (values < lo) | (values > hi)
+                if bad.any():
+                    raise DataError(
+                        f"label column {label.key!r}: value {float(values[bad][0])!r} at row "
+                        f"{int(np.argmax(bad))} is outside the label's output_range [{lo}, "
+                        f"{hi}]; widen the range or fix the data"
+                    )
+            return values.astype(np.float32)
         classes = self.classes_
         if classes is None:  # binary 0/1
             values = _to_float(arr, label.key, allow_null=False)
             bad = ~np.isin(values, (0.0, 1.0))
             if bad.any():
                 raise DataError(
-                    f"label column {label.key!r}: value {values[bad][0]!r} at row "
+                    f"label column {label.key!r}: value {float(values[bad][0])!r} at row "
                     f"{int(np.argmax(bad))} is not 0 or 1; declare the two classes, e.g. "
                     "Label(key, classes=['no', 'yes'])"
                 )
