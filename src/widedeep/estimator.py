@@ -49,6 +49,7 @@ class _Base:
     """Shared fit / predict / evaluate on FeatureSpec + WideDeep + the run loop."""
 
     _head = "binary"
+    output_range: tuple[float, float] | None = None  # regression only (WideDeepRegressor)
 
     def __init__(
         self,
@@ -116,7 +117,7 @@ class _Base:
                         f"label {self.label_key!r} has {len(classes)} classes {classes[:5]}...; "
                         "use a multi-class model (n_classes) or declare classes"
                     )
-        return Label(self.label_key, head, classes, getattr(self, "output_range", None))
+        return Label(self.label_key, head, classes, self.output_range)
 
     def fit(
         self,
