@@ -14,6 +14,7 @@ import pytest
 from widedeep import feature_column as fc
 from widedeep.badrows import (
     BAD_LABEL,
+    LABEL_OUT_OF_RANGE,
     NOT_A_NUMBER,
     NOT_FINITE,
     NOT_UTF8,
@@ -139,6 +140,20 @@ def test_in_memory_table_and_binary_label_without_classes():
     kept = drop_bad_rows(s, table, report)
     assert kept.column("y").to_pylist() == [1, 0]  # x missing/inf have a default: not bad
     assert report.counts == {BAD_LABEL: 1}
+
+
+def test_a_label_outside_the_output_range_names_its_line(tmp_path):
+    s = FeatureSpec([fc.categorical_column_with_hash_bucket("city", 10)], [],
+                    label=Label("y", "regression", output_range=(1, 5)))  # fmt: skip
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"city,y\nParis,1\nLyon,6.5\nOslo,5\n")
+    with pytest.raises(DataError) as info:
+        read_table(path, spec=s)
+    message = str(info.value)
+    assert f"{path}:3" in message and LABEL_OUT_OF_RANGE in message and "widen" in message
+    report = BadRows("skip")
+    kept = read_table(path, spec=s, bad_rows=report)
+    assert kept.column("y").to_pylist() == [1, 5] and report.counts == {LABEL_OUT_OF_RANGE: 1}
 
 
 def test_list_valued_numbers_bad_when_any_value_is():

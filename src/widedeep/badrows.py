@@ -33,6 +33,7 @@ NOT_A_NUMBER = "not a number"
 NOT_FINITE = "missing, NaN or infinite number"
 NOT_AN_INTEGER = "not an integer"
 BAD_LABEL = "label not one of the declared classes"
+LABEL_OUT_OF_RANGE = "label outside the declared output_range"
 MISSING_LABEL = "missing label"
 BAD_WEIGHT = "missing or invalid weight"
 
@@ -43,6 +44,7 @@ _FIXES = {
     NOT_FINITE: "fix the value, or give numeric_column(..., default_value=...)",
     NOT_AN_INTEGER: "identity columns take whole numbers; fix the value",
     BAD_LABEL: "fix the label, or declare the label's classes to include it",
+    LABEL_OUT_OF_RANGE: "fix the label, or widen the label's output_range",
     MISSING_LABEL: "fix the label, or drop the row",
     BAD_WEIGHT: "give every row a finite numeric weight",
 }
@@ -199,7 +201,13 @@ def _label_problems(spec: FeatureSpec, arr: pa.Array) -> list[tuple[str, str, np
         bad = unparsable | ~np.isfinite(values) & ~missing
         if head == "binary":
             bad = bad | (np.isfinite(values) & ~np.isin(values, (0.0, 1.0)))
-        return [(MISSING_LABEL, key, missing), (BAD_LABEL, key, bad)]
+        problems = [(MISSING_LABEL, key, missing), (BAD_LABEL, key, bad)]
+        if spec.label.output_range is not None:
+            lo, hi = spec.label.output_range
+            with np.errstate(invalid="ignore"):  # NaN: already missing or bad
+                outside = (values < lo) | (values > hi)
+            problems.append((LABEL_OUT_OF_RANGE, key, outside))
+        return problems
     classes = spec.label.classes
     if classes is None and spec.is_fitted:
         classes = spec.classes_
