@@ -37,6 +37,7 @@ VARIANTS = {
     "wide_deep-no_user_day": ("wide_deep", {"user_day": False}),  # rating's before 7e
     "wide_deep-no_user_slopes": ("wide_deep", {"user_slopes": False}),  # rating: before 7f
     "wide_deep-no_output_range": ("wide_deep", {"output_range": None}),  # rating: unbounded
+    "wide_deep-no_neighbour": ("wide_deep", {"neighbour": False}),  # rating: no item-kNN input
     "wide_deep-demographic_crosses_only": ("wide_deep", {"history": False, "id_wide": False}),
     "wide_deep-history_only": ("wide_deep", {"demographic_crosses": False, "id_wide": False}),
     "deep+liked_embedding": ("deep", {"history_embedding": True}),
@@ -130,10 +131,10 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    keys = [k for k in rows[0] if k not in ("model", "seeds")]
+    keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("model", "seeds")))
     print(f"{'model':<36} " + " ".join(f"{k:>20}" for k in keys))
-    for row in rows:
-        cells = [f"{row[k][0]:.4f} ± {row[k][1]:.4f}" for k in keys]
+    for row in rows:  # the biases baseline has no training time
+        cells = [f"{row[k][0]:.4f} ± {row[k][1]:.4f}" if k in row else "-" for k in keys]
         print(f"{row['model']:<36} " + " ".join(f"{c:>20}" for c in cells))
 
 

@@ -170,6 +170,27 @@ def test_liked_history_by_hand():
     np.testing.assert_allclose(stats["user_count"], np.log1p([2, 4, 0]), rtol=1e-6)
 
 
+def test_item_similarity_and_neighbour_inputs_by_hand():
+    """Raters: movie 1 {1, 2}, movie 2 {1, 2, 3}, movie 3 {2, 3} (ratings play no part)."""
+    train = pa.table({"user_id": [1, 1, 2, 2, 2, 3, 3], "movie_id": [1, 2, 1, 2, 3, 2, 3],
+                      "rating": [5, 1, 2, 3, 4, 5, 1], "timestamp": [0] * 7})  # fmt: skip
+    a = 2 / np.sqrt(6) * 2 / 3  # movies 1-2 and 2-3: cosine 2/sqrt(2*3), shrunk by 2/(2+1)
+    b = 1 / 2 * 1 / 2  # movies 1-3: cosine 1/sqrt(2*2), shrunk by 1/(1+1)
+    full = ml.item_similarity(train, 4, neighbours=4, shrink=1.0)
+    expected = np.array([[0, 0, 0, 0], [0, 0, a, b], [0, a, 0, a], [0, b, a, 0]])
+    np.testing.assert_allclose(full, expected, rtol=1e-6)
+    nearest = ml.item_similarity(train, 4, neighbours=1, shrink=1.0)
+    expected = np.array([[0, 0, 0, 0], [0, 0, a, 0], [0, a, 0, a], [0, 0, a, 0]])  # ties stay
+    np.testing.assert_allclose(nearest, expected, rtol=1e-6)
+    # a user who rated movies 1 and 3 at +1 and -0.5 from their mean; candidates 2 and 3
+    rated = pa.array([[1, 3], [1, 3]])
+    weight = pa.array([[1 / np.sqrt(2), -0.5 / np.sqrt(2)]] * 2, pa.list_(pa.float32()))
+    got = ml.neighbour_inputs(full, np.array([2, 3]), rated, weight)
+    np.testing.assert_allclose(got["neighbour_dev"], [(a - 0.5 * a) / (2 * a + 1), b / (b + 1)],
+                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(got["neighbour_support"], np.log1p([2 * a, b]), rtol=1e-5)
+
+
 def test_rated_history_by_hand():
     train = pa.table({"user_id": [1, 1, 1, 1, 2], "movie_id": [10, 11, 12, 13, 10],
                       "rating": [5, 2, 4, 4, 5], "timestamp": [1, 2, 3, 3, 1]})  # fmt: skip
@@ -475,9 +496,10 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
     assert all(ml.RATING_RANGE[0] < s < ml.RATING_RANGE[1] for s in shown)
 
 
-def test_broadcast_scorer_adds_per_user_slopes(tmp_path):
+def test_broadcast_scorer_adds_per_user_slopes_and_the_neighbour_input(tmp_path):
     """With random wide weights (so every slope counts), the precomputed scorer of a rating
-    model with the per-user slopes equals the spec's encoding of the broadcast rows."""
+    model with the per-user slopes and the item-kNN inputs (deep inputs of the pair, given
+    per request) equals the spec's encoding of the broadcast rows."""
     from widedeep.movielens_train import MovieLensSettings, train_movielens
     from widedeep.recommend import _broadcast, _BroadcastScorer
     from widedeep.train import TrainConfig
@@ -495,25 +517,37 @@ def test_broadcast_scorer_adds_per_user_slopes(tmp_path):
     torch.manual_seed(0)
     with torch.no_grad():
         model.wide.weight.normal_(0.0, 0.5)
-    scorer = _BroadcastScorer.build(recommender.predictor, recommender._users, recommender._items)
-    assert scorer is not None and len(scorer.slopes) == 3
-    users = recommender._users.column("user_id").to_numpy()
-    items = recommender._items
+    users, items = recommender._users, recommender._items
+    assert _BroadcastScorer.build(recommender.predictor, users, items) is None  # no pair values
+    scorer = _BroadcastScorer.build(recommender.predictor, users, items, ml.NEIGHBOUR_KEYS)
+    assert scorer is not None and len(scorer.slopes) == 3 and len(scorer.pair_slopes) == 2
+    user_ids = users.column("user_id").to_numpy()
+
+    def scores(table: pa.Table, row: int, rows: np.ndarray, neighbour: dict) -> np.ndarray:
+        table = _broadcast(users, row, table, rows)
+        for key, values in neighbour.items():
+            table = table.append_column(key, [values])
+        with torch.no_grad():
+            return model(spec.transform(table, label=False))[:, 0].numpy()
+
     for user in (1, 4, 12):
-        row = int(np.flatnonzero(users == user)[0])
+        row = int(np.flatnonzero(user_ids == user)[0])
         rows = recommender.candidate_rows(user)
+        neighbour = recommender.neighbour_inputs(row, rows)
         general = recommender.score_rows(user, rows, fast=False)
-        np.testing.assert_allclose(scorer.score(row, rows), general, rtol=0, atol=1e-6)
-        # the slopes move the scores (so the check above sees them): with every movie's
-        # slope inputs at 0, the general path scores differently
+        np.testing.assert_allclose(scores(items, row, rows, neighbour), general, atol=1e-6)
+        fast = scorer.score(row, rows, neighbour)
+        np.testing.assert_allclose(fast, general, rtol=0, atol=1e-6)
+        # the slopes and the neighbour input move the scores (so the checks above see
+        # them): with every movie's slope inputs, or the pair's input, at 0 scores differ
         flat = items
         for key in ml.SLOPE_KEYS:
             flat = flat.set_column(flat.column_names.index(key), key,
                                    pa.array(np.zeros(len(flat), np.float32)))  # fmt: skip
-        batch = spec.transform(_broadcast(recommender._users, row, flat, rows), label=False)
-        with torch.no_grad():
-            unsloped = model(batch)[:, 0].numpy()
-        assert np.ptp(general - unsloped) > 0.1
+        assert np.ptp(general - scores(flat, row, rows, neighbour)) > 0.1
+        for key in ml.NEIGHBOUR_KEYS:
+            zeroed = {**neighbour, key: 0 * neighbour[key]}
+            assert np.abs(general - scores(items, row, rows, zeroed)).max() > 1e-3, key
 
 
 def test_slope_inputs_by_hand():

@@ -111,11 +111,11 @@ def train_movielens(
     # slice; rated x movie, user x day and the per-user slopes on ratings only)
     rating = settings.task == "rating"
     columns = {"history": not rating, "user_genre": rating, "rated_cross": rating,
-               "user_day": rating, "user_slopes": rating}  # fmt: skip
+               "user_day": rating, "user_slopes": rating, "neighbour": rating}  # fmt: skip
     columns.update(settings.columns)
     spec = ml.movielens_spec(settings.task, settings.output_range, **columns)
     history = settings.history_length
-    uses_rated = columns["rated_cross"] or columns.get("rated_embedding", False)
+    uses_rated = any(columns.get(k, False) for k in ("rated_cross", "neighbour", "rated_embedding"))
     rated = settings.rated_length if uses_rated else 0
     if settings.task == "rating":
         rows = ml.rating_examples(

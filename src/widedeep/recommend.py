@@ -79,7 +79,14 @@ class Recommender:
             interactions.column("movie_id").to_numpy()[order], data.movies, "movie_id"
         )
         self.interactions = interactions
-        self._fast = _BroadcastScorer.build(predictor, self._users, self._items)
+        # the item-kNN's similarity, transposed: [rated movie, candidate movie]; a request
+        # reads the user's rated movies' rows only
+        self._similarity = None
+        if set(ml.NEIGHBOUR_KEYS) & set(predictor.spec.input_keys):
+            similarity = ml.item_similarity(interactions, ml.id_bound(data))
+            self._similarity = np.ascontiguousarray(similarity.T)
+        pair_keys = ml.NEIGHBOUR_KEYS if self._similarity is not None else ()
+        self._fast = _BroadcastScorer.build(predictor, self._users, self._items, pair_keys)
 
     # ----------------------------------------------------------------- scoring
 
@@ -110,8 +117,28 @@ class Recommender:
             ) from None
 
     def features(self, user_id: int, rows: np.ndarray) -> pa.Table:
-        """The model's input for (user, each item row): user context broadcast onto items."""
-        return _broadcast(self._users, self.user_row(user_id), self._items, rows)
+        """The model's input for (user, each item row): user context broadcast onto items,
+        and what depends on both (the item-kNN inputs)."""
+        user = self.user_row(user_id)
+        table = _broadcast(self._users, user, self._items, rows)
+        if self._similarity is not None:
+            for key, values in self.neighbour_inputs(user, rows).items():
+                table = table.append_column(key, pa.array(values))
+        return table
+
+    def neighbour_inputs(self, user: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """:func:`movielens.neighbour_inputs` of the user (a user-table row) and each item
+        row, from the user's rated history as of the end of training: one matrix product."""
+        one = self._users.slice(user, 1)
+        rated = np.asarray(one.column("rated").combine_chunks().flatten())
+        weight = np.asarray(one.column("rated_weight").combine_chunks().flatten())
+        centred = weight * np.sqrt(max(len(rated), 1))
+        sums = np.stack([centred, np.ones_like(centred)]) @ self._similarity[rated]
+        total, support = sums[:, self.item_ids[rows]]
+        return {
+            "neighbour_dev": (total / (support + 1.0)).astype(np.float32),
+            "neighbour_support": np.log1p(support).astype(np.float32),
+        }
 
     def score_rows(self, user_id: int, rows: np.ndarray, fast: bool = True) -> np.ndarray:
         """Model scores (logits: monotone in P(like) or in the predicted rating) for item rows.
@@ -122,7 +149,9 @@ class Recommender:
         if len(rows) == 0:
             return np.zeros(0, dtype=np.float32)
         if fast and self._fast is not None:
-            return self._fast.score(self.user_row(user_id), rows)
+            user = self.user_row(user_id)
+            pairs = {} if self._similarity is None else self.neighbour_inputs(user, rows)
+            return self._fast.score(user, rows, pairs)
         batch = self.predictor.spec.transform(self.features(user_id, rows), label=False)
         with torch.no_grad():
             return self.predictor.model(batch)[:, 0].numpy()
@@ -173,6 +202,18 @@ def _broadcast(users: pa.Table, user_row: int, items: pa.Table, rows: np.ndarray
     taken = items.take(rows)
     columns.update({name: taken.column(name) for name in taken.column_names})
     return pa.table(columns)
+
+
+def _with_zeros(table: pa.Table, keys: tuple) -> pa.Table:
+    for key in keys:
+        table = table.append_column(key, pa.array(np.zeros(table.num_rows, np.float32)))
+    return table
+
+
+def _set(table: pa.Table, key: str, value: float) -> pa.Table:
+    """``table`` with column ``key`` set to ``value`` on every row."""
+    column = pa.array(np.full(table.num_rows, value, np.float32))
+    return table.set_column(table.column_names.index(key), key, column)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -464,9 +505,11 @@ class _BroadcastScorer:
     for a weighted cross: rated x movie_id by rated_weight).  A user-side categorical column
     weighted by an item-side scalar (a per-user slope: user_id by movie_mean_dev) adds
     ``coef[user] * x[item]``, with ``coef`` the sum of the wide weights of the user's ids.
+    A deep numeric column of the pair (the item-kNN inputs, which the recommender computes
+    per request) enters the first layer affinely: ``slope * x``, measured once from two rows.
     """
 
-    def __init__(self, model, spec, users, items, mixed, weighted, slopes) -> None:
+    def __init__(self, model, spec, users, items, mixed, weighted, slopes, pair_keys) -> None:
         self.model = model
         self.mixed = mixed  # per cross: (base id, size, hash_key, [(side, Ids per row)])
         # per cross: None, or the weight of each of its user component's values (a weighted
@@ -481,8 +524,11 @@ class _BroadcastScorer:
         # per slope column: (coef per user row, its scalar per item row)
         self.slopes = [(segment_sum(wide_w[base + ids.values.astype(np.int64)], ids.offsets), x)
                        for base, _, ids, x in slopes] if model.has_wide else []  # fmt: skip
-        item_batch = spec.transform(_broadcast(users, 0, items, np.arange(items.num_rows)))
-        user_batch = spec.transform(_broadcast(items, 0, users, np.arange(users.num_rows)))
+        self.pair_slopes = []  # per pair column: (key, its first-layer slope)
+        # the pair columns at 0 on both sides; their first-layer slope is added per request
+        item_table = _with_zeros(_broadcast(users, 0, items, np.arange(items.num_rows)), pair_keys)
+        user_table = _with_zeros(_broadcast(items, 0, users, np.arange(users.num_rows)), pair_keys)
+        item_batch, user_batch = spec.transform(item_table), spec.transform(user_table)
         self.tables = [_pair_table(m, wide_w, items.num_rows) if model.has_wide else None
                        for m in mixed]  # fmt: skip
         # a weighted cross is scored from its table only (the general path weighs the rest)
@@ -497,10 +543,15 @@ class _BroadcastScorer:
                 h_i = _first_layer(model, item_batch)
                 self.h_item = h_i - h_i[0]
                 self.h_user = _first_layer(model, user_batch)
+                reference = item_table.slice(0, 1)
+                for key in pair_keys:
+                    one = _first_layer(model, spec.transform(_set(reference, key, 1.0)))
+                    self.pair_slopes.append((key, one[0] - h_i[0]))
 
     @classmethod
-    def build(cls, predictor: Predictor, users: pa.Table, items: pa.Table):
-        """The scorer, or None when a column does not split into user and item sides."""
+    def build(cls, predictor: Predictor, users: pa.Table, items: pa.Table, pair_keys: tuple = ()):
+        """The scorer, or None when a column does not split into user and item sides (or is
+        one of ``pair_keys``: a plain or standardised deep numeric, supplied per request)."""
         from . import feature_column as fc
 
         spec, model = predictor.spec, predictor.model
@@ -513,8 +564,14 @@ class _BroadcastScorer:
                 return "item"
             return None
 
-        if any(side(fc.input_keys(c)) is None for c in spec.deep_columns):
-            return None
+        for column in spec.deep_columns:
+            if side(fc.input_keys(column)) is None and not (
+                isinstance(column, fc.NumericColumn)
+                and column.key in pair_keys
+                and column.dimension == 1
+                and column.normalizer in (None, "standard")  # affine in the value
+            ):
+                return None
         mixed, weighted, slopes, base = [], [], [], 1
         for column, size in zip(spec.wide_columns, spec.wide_sizes()):
             if side(fc.input_keys(column)) is None:
@@ -549,10 +606,11 @@ class _BroadcastScorer:
                 mixed.append((base, size, column.hash_key, parts))
                 weighted.append(weights)
             base += size
-        scorer = cls(model, spec, users, items, mixed, weighted, slopes)
+        scorer = cls(model, spec, users, items, mixed, weighted, slopes, pair_keys)
         return scorer if scorer.complete else None
 
-    def score(self, user: int, rows: np.ndarray) -> np.ndarray:
+    def score(self, user: int, rows: np.ndarray, pairs: dict | None = None) -> np.ndarray:
+        """Logits of the user and the item rows; ``pairs``: the pair columns' values."""
         n = len(rows)
         logit = np.zeros(n, dtype=np.float32)
         model = self.model
@@ -583,8 +641,10 @@ class _BroadcastScorer:
                 logit += np.bincount(row_of(acc.offsets), self.wide_w[ids], minlength=n)
         if model.has_deep:
             with torch.no_grad():
-                h = torch.from_numpy(self.h_user[user] + self.h_item[rows])
-                logit += model.rest(h)[:, 0].numpy()
+                h = self.h_user[user] + self.h_item[rows]
+                for key, slope in self.pair_slopes:
+                    h += np.outer(pairs[key], slope)
+                logit += model.rest(torch.from_numpy(h))[:, 0].numpy()
         return logit
 
 

@@ -364,6 +364,65 @@ def rated_history(
     return movies, pa.ListArray.from_arrays(offsets, pa.array(weights.astype(np.float32)))
 
 
+NEIGHBOURS = 200  # item_similarity: each movie keeps its most similar movies
+SIMILARITY_SHRINK = 10.0  # item_similarity: x co / (co + this), for few co-raters
+
+
+def item_similarity(
+    train: pa.Table,
+    n_ids: int,
+    neighbours: int = NEIGHBOURS,
+    shrink: float = SIMILARITY_SHRINK,
+) -> np.ndarray:
+    """[movie_id, movie_id] similarity of who rated the two movies in ``train`` (not how: no
+    rating enters it, so a training row's own label cannot leak into its features): the
+    cosine of their sets of raters times co / (co + ``shrink``) for ``co`` common raters,
+    0 on the diagonal, each row keeping its ``neighbours`` largest.  Dense float32 of
+    ``n_ids`` x ``n_ids`` (ids below ``n_ids``): 11 MB for ml-100k, 62 MB for ml-1m."""
+    users = train.column("user_id").to_numpy()
+    movies = train.column("movie_id").to_numpy()
+    rated = np.zeros((int(users.max(initial=0)) + 1, n_ids), dtype=np.float32)
+    rated[users, movies] = 1.0
+    common = rated.T @ rated
+    raters = np.diag(common).copy()
+    similarity = common / np.sqrt(np.maximum(np.outer(raters, raters), 1.0))
+    similarity *= common / (common + shrink)
+    np.fill_diagonal(similarity, 0.0)
+    if neighbours < n_ids:
+        kth = -np.partition(-similarity, neighbours - 1, axis=1)[:, neighbours - 1 : neighbours]
+        similarity[similarity < kth] = 0.0
+    return similarity
+
+
+NEIGHBOUR_KEYS = ("neighbour_dev", "neighbour_support")
+
+
+def neighbour_inputs(
+    similarity: np.ndarray, movie_ids: np.ndarray, rated: pa.ListArray, rated_weight: pa.ListArray
+) -> dict[str, np.ndarray]:
+    """Per (user, candidate movie), the classic item-kNN prediction from the rated history of
+    :func:`rated_history` (``rated_weight`` x sqrt(its length) is the rating minus the user's
+    mean): ``neighbour_dev``, the mean of those centred ratings over the movies most like the
+    candidate, weighted by :func:`item_similarity` (with one pseudo-neighbour at 0), and
+    ``neighbour_support``, log1p of the summed weights (how much that mean rests on).
+    The learned ``rated x movie_id`` cross needs the pair seen in training; this
+    generalises to pairs never rated together by the same user."""
+    offsets = np.asarray(rated.offsets)
+    lengths = np.diff(offsets)
+    rated_movies = np.asarray(rated.flatten())
+    centred = np.asarray(rated_weight.flatten()) * np.repeat(
+        np.sqrt(np.maximum(lengths, 1)), lengths
+    )
+    weight = similarity[np.repeat(np.asarray(movie_ids), lengths), rated_movies]
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    support = np.bincount(row, weight, len(lengths))
+    total = np.bincount(row, weight * centred, len(lengths))
+    return {
+        "neighbour_dev": (total / (support + 1.0)).astype(np.float32),
+        "neighbour_support": np.log1p(support).astype(np.float32),
+    }
+
+
 def day_of(timestamps: np.ndarray) -> pa.Array:
     """The day (UTC, since the epoch) of each timestamp: the ``day`` column."""
     return pa.array(np.asarray(timestamps, dtype=np.int64) // DAY)
@@ -440,6 +499,11 @@ def slope_inputs(
     }
 
 
+def id_bound(data: MovieLens) -> int:
+    """One past the largest movie id: the size of :func:`item_similarity`'s index."""
+    return int(data.movies.column("movie_id").to_numpy().max(initial=0)) + 1
+
+
 def positions(ids: pa.Array | np.ndarray, table: pa.Table, key: str) -> np.ndarray:
     """Row of each id in ``table[key]``; an unknown id is an error naming it."""
     ids = np.asarray(ids, dtype=np.int64)
@@ -468,8 +532,8 @@ def examples(
     """Model input rows for (user, movie, time): user and movie features joined by id, and
     what ``train`` said before that time: the liked history (``kwargs``: its max_length and
     threshold; pass ``history`` when known), the user's and movie's rating statistics, the
-    movie's slope inputs (:func:`slope_inputs`) and,
-    when ``rated_length`` > 0, the rated history (``rated``, ``rated_weight``)."""
+    movie's slope inputs (:func:`slope_inputs`) and, when ``rated_length`` > 0, the rated
+    history (``rated``, ``rated_weight``) and the pair's :func:`neighbour_inputs`."""
     users = data.users.take(positions(user_ids, data.users, "user_id"))
     movies = data.movies.take(positions(movie_ids, data.movies, "movie_id"))
     columns = {name: users.column(name) for name in users.column_names}
@@ -479,6 +543,11 @@ def examples(
         _user_context(train, user_ids, timestamps, prior, rated_length, history, **kwargs)
     )
     columns.update(_movie_context(train, movie_ids, timestamps, movies, prior))
+    if rated_length:
+        similarity = item_similarity(train, id_bound(data))
+        columns.update(
+            neighbour_inputs(similarity, movie_ids, columns["rated"], columns["rated_weight"])
+        )
     columns.update(extra or {})
     return pa.table(columns)
 
@@ -573,6 +642,7 @@ def movielens_columns(
     rated_embedding: bool = False,
     user_day: bool = False,
     user_slopes: bool = False,
+    neighbour: bool = False,
 ) -> tuple[list, list]:
     """(wide, deep) columns; the flags switch the wide part's feature groups for ablations.
 
@@ -581,7 +651,8 @@ def movielens_columns(
     ratings, ``rated x movie_id`` weighted by ``rated_weight`` (:func:`rated_history`) and
     ``user_id x day``, a bias per user and day, and the per-user slopes: ``user_id`` weighted
     by each of :data:`SLOPE_KEYS` (:func:`slope_inputs`).
-    Deep: user, movie, occupation and zip embeddings, genres, age, gender and year buckets.
+    Deep: user, movie, occupation and zip embeddings, genres, age, gender and year buckets,
+    the rating statistics and, with ``neighbour``, :func:`neighbour_inputs`.
     """
     from .. import feature_column as fc
 
@@ -628,6 +699,8 @@ def movielens_columns(
         fc.numeric_column("movie_mean"),
         fc.numeric_column("movie_count", normalizer="standard"),
     ]
+    if neighbour:  # the item-kNN prediction: generalises the rated x movie cross
+        stats += [fc.numeric_column(key) for key in NEIGHBOUR_KEYS]
     deep = (stats if rating_stats else []) + [
         fc.embedding_column(user, embedding_dim),
         fc.embedding_column(movie, embedding_dim),
