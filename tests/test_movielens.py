@@ -479,8 +479,10 @@ def test_rating_model_recommends_with_its_rated_history(tmp_path):
     train, _ = ml.temporal_split(data.ratings)
     rows = recommender.candidate_rows(4)
     movie_ids = data.movies.column("movie_id").to_numpy()[rows]
-    examples = ml.examples(data, train, np.full(len(rows), 4), movie_ids,
-                           np.full(len(rows), ml.NOW), max_length=5, rated_length=7)  # fmt: skip
+    similarity = ml.item_similarity(train, ml.id_bound(data))
+    now = np.full(len(rows), ml.NOW)
+    examples = ml.examples(data, train, np.full(len(rows), 4), movie_ids, now, max_length=5,
+                           rated_length=7, similarity=similarity)  # fmt: skip
     predictor = Predictor(spec, out.result.model)
     expected = predictor.predict_logits(examples)[:, 0]
     np.testing.assert_allclose(recommender.score_rows(4, rows), expected, rtol=1e-5, atol=1e-5)

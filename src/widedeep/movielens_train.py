@@ -117,17 +117,19 @@ def train_movielens(
     history = settings.history_length
     uses_rated = any(columns.get(k, False) for k in ("rated_cross", "neighbour", "rated_embedding"))
     rated = settings.rated_length if uses_rated else 0
+    # one item-kNN similarity for the training rows, the evaluation rows and the recommender
+    similarity = None
+    if rating and columns["neighbour"]:
+        similarity = ml.item_similarity(train_part, ml.id_bound(data))
+    kwargs = {"max_length": history, "rated_length": rated, "similarity": similarity}
     if settings.task == "rating":
-        rows = ml.rating_examples(
-            data, train_part, train_part, max_length=history, rated_length=rated
-        )
+        rows = ml.rating_examples(data, train_part, train_part, **kwargs)
         spec.fit(rows)
         source = spec.transform(rows)
         if settings.recency:
             weight = ml.recency_weights(train_part, settings.recency)
             source = replace(source, weight=torch.from_numpy(weight))
-        evals = ml.rating_examples(data, test, train_part, max_length=history, rated_length=rated)
-        evals = spec.transform(evals)
+        evals = spec.transform(ml.rating_examples(data, test, train_part, **kwargs))
     else:
         source = SampledNegatives(
             spec,
@@ -153,7 +155,9 @@ def train_movielens(
         spec, source, evals, model_config, config, model_dir, quiet=quiet, log=log, settings=run
     )
     predictor = Predictor(spec, result.model)
-    recommender = Recommender(predictor, data, train_part, history, rated_length=rated)
+    recommender = Recommender(
+        predictor, data, train_part, history, rated_length=rated, similarity=similarity
+    )
     metrics = dict(result.metrics)
     if settings.task == "ranking":
         items = data.movies.column("movie_id").to_numpy()

@@ -58,7 +58,10 @@ class Recommender:
         history_length: int = ml.HISTORY_LENGTH,
         like_threshold: int = ml.LIKE_THRESHOLD,
         rated_length: int = 0,
+        similarity: np.ndarray | None = None,
     ) -> None:
+        """``similarity``: :func:`movielens.item_similarity` of ``interactions``, when
+        already computed (built here when the model reads the item-kNN inputs)."""
         self.predictor = predictor
         self.data = data
         self.history_length = history_length
@@ -83,7 +86,8 @@ class Recommender:
         # reads the user's rated movies' rows only
         self._similarity = None
         if set(ml.NEIGHBOUR_KEYS) & set(predictor.spec.input_keys):
-            similarity = ml.item_similarity(interactions, ml.id_bound(data))
+            if similarity is None:
+                similarity = ml.item_similarity(interactions, ml.id_bound(data))
             self._similarity = np.ascontiguousarray(similarity.T)
         pair_keys = ml.NEIGHBOUR_KEYS if self._similarity is not None else ()
         self._fast = _BroadcastScorer.build(predictor, self._users, self._items, pair_keys)
@@ -132,13 +136,9 @@ class Recommender:
         one = self._users.slice(user, 1)
         rated = np.asarray(one.column("rated").combine_chunks().flatten())
         weight = np.asarray(one.column("rated_weight").combine_chunks().flatten())
-        centred = weight * np.sqrt(max(len(rated), 1))
+        centred = ml.centred_ratings(weight, np.array([len(rated)]))
         sums = np.stack([centred, np.ones_like(centred)]) @ self._similarity[rated]
-        total, support = sums[:, self.item_ids[rows]]
-        return {
-            "neighbour_dev": (total / (support + 1.0)).astype(np.float32),
-            "neighbour_support": np.log1p(support).astype(np.float32),
-        }
+        return ml.neighbour_columns(*sums[:, self.item_ids[rows]])
 
     def score_rows(self, user_id: int, rows: np.ndarray, fast: bool = True) -> np.ndarray:
         """Model scores (logits: monotone in P(like) or in the predicted rating) for item rows.

@@ -407,16 +407,23 @@ def neighbour_inputs(
     ``neighbour_support``, log1p of the summed weights (how much that mean rests on).
     The learned ``rated x movie_id`` cross needs the pair seen in training; this
     generalises to pairs never rated together by the same user."""
-    offsets = np.asarray(rated.offsets)
-    lengths = np.diff(offsets)
-    rated_movies = np.asarray(rated.flatten())
-    centred = np.asarray(rated_weight.flatten()) * np.repeat(
-        np.sqrt(np.maximum(lengths, 1)), lengths
-    )
-    weight = similarity[np.repeat(np.asarray(movie_ids), lengths), rated_movies]
+    lengths = np.diff(np.asarray(rated.offsets))
+    centred = centred_ratings(np.asarray(rated_weight.flatten()), lengths)
+    weight = similarity[np.repeat(np.asarray(movie_ids), lengths), np.asarray(rated.flatten())]
     row = np.repeat(np.arange(len(lengths)), lengths)
-    support = np.bincount(row, weight, len(lengths))
     total = np.bincount(row, weight * centred, len(lengths))
+    return neighbour_columns(total, np.bincount(row, weight, len(lengths)))
+
+
+def centred_ratings(rated_weight: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The rated history's ratings minus the user's mean, from its flat ``rated_weight``
+    values and the length of each row's list (:func:`rated_history` divided by sqrt(length))."""
+    return rated_weight * np.repeat(np.sqrt(np.maximum(lengths, 1)), lengths)
+
+
+def neighbour_columns(total: np.ndarray, support: np.ndarray) -> dict[str, np.ndarray]:
+    """The two item-kNN inputs from the similarity-weighted sum of centred ratings and the
+    summed similarity: one pseudo-neighbour at 0 shrinks a mean resting on little."""
     return {
         "neighbour_dev": (total / (support + 1.0)).astype(np.float32),
         "neighbour_support": np.log1p(support).astype(np.float32),
@@ -527,13 +534,15 @@ def examples(
     history: pa.Array | None = None,
     extra: dict[str, np.ndarray] | None = None,
     rated_length: int = 0,
+    similarity: np.ndarray | None = None,
     **kwargs,
 ) -> pa.Table:
     """Model input rows for (user, movie, time): user and movie features joined by id, and
     what ``train`` said before that time: the liked history (``kwargs``: its max_length and
     threshold; pass ``history`` when known), the user's and movie's rating statistics, the
     movie's slope inputs (:func:`slope_inputs`) and, when ``rated_length`` > 0, the rated
-    history (``rated``, ``rated_weight``) and the pair's :func:`neighbour_inputs`."""
+    history (``rated``, ``rated_weight``) and, given :func:`item_similarity`'s
+    ``similarity``, the pair's :func:`neighbour_inputs`."""
     users = data.users.take(positions(user_ids, data.users, "user_id"))
     movies = data.movies.take(positions(movie_ids, data.movies, "movie_id"))
     columns = {name: users.column(name) for name in users.column_names}
@@ -543,8 +552,7 @@ def examples(
         _user_context(train, user_ids, timestamps, prior, rated_length, history, **kwargs)
     )
     columns.update(_movie_context(train, movie_ids, timestamps, movies, prior))
-    if rated_length:
-        similarity = item_similarity(train, id_bound(data))
+    if rated_length and similarity is not None:
         columns.update(
             neighbour_inputs(similarity, movie_ids, columns["rated"], columns["rated_weight"])
         )
