@@ -3,7 +3,7 @@
     python benchmarks/bench_scale.py stream --rows 2000000 --data /tmp/synth
     python benchmarks/bench_scale.py wide --buckets 10000 100000000
     python benchmarks/bench_scale.py wide-deep --cross-buckets 10000 100000000
-    python benchmarks/bench_scale.py ddp --batch-size 4096
+    python benchmarks/bench_scale.py ddp --batch-size 4096 [--bound collectives|none]
     python benchmarks/bench_scale.py models --rows 500000 --data /tmp/synth-500k
 
 ``stream`` trains one epoch of the synthetic CTR data (``widedeep datasets
@@ -11,10 +11,11 @@ synth``) in memory and streamed from its Parquet shards, each in a fresh
 process so that peak RSS is its own.  ``wide`` times FTRL steps of a sparse
 wide-only model at batch 1024 for several table sizes; ``wide-deep`` the same
 for the synthetic data's whole wide & deep model at 10^4 and 10^8 buckets per
-wide cross.  ``ddp`` times
-training steps of one process and of two gloo processes (DDP) at the same
-per-process batch.  Every run uses one torch thread per process.  Prints a
-table; ``--out FILE`` also writes JSON.
+wide cross.  ``ddp`` times training steps of one process and of two gloo
+processes (DDP) at the same per-process batch; with ``--bound`` the two
+processes' exchange of table rows is cut down (see ``_bare_exchange``) to
+measure what any exchange could reach.  Every run uses one torch thread per
+process.  Prints a table; ``--out FILE`` also writes JSON.
 """
 
 from __future__ import annotations
@@ -252,6 +253,59 @@ def bench_wide_deep(args: argparse.Namespace) -> list[dict]:
 DDP_WARM_STEPS = 3  # untimed: model and optimizer allocation, first touch of the tables
 
 
+def _collectives_of(fn):
+    """Run ``fn()``; return its result and a replay of the gloo collectives it made: a
+    function making the same calls on buffers of the same sizes, holding nothing else."""
+    dist = torch.distributed
+    real_a2a, real_gather = dist.all_to_all_single, dist.all_gather
+    calls = []
+
+    def a2a(out, inp, out_splits=None, in_splits=None, **kw):
+        calls.append(lambda: real_a2a(torch.empty_like(out), torch.empty_like(inp),
+                                      out_splits, in_splits))  # fmt: skip
+        return real_a2a(out, inp, out_splits, in_splits, **kw)
+
+    def gather(outs, inp, **kw):
+        calls.append(lambda: real_gather([torch.empty_like(o) for o in outs], inp.clone()))
+        return real_gather(outs, inp, **kw)
+
+    dist.all_to_all_single, dist.all_gather = a2a, gather
+    try:
+        result = fn()
+    finally:
+        dist.all_to_all_single, dist.all_gather = real_a2a, real_gather
+    return result, lambda: [call() for call in calls]
+
+
+def _bare_exchange(distributed, keep_collectives: bool) -> None:
+    """Cut the tables' exchange down to its gloo collectives (``ddp --bound collectives``):
+    after the first step, which runs for real and records them, each step makes the same
+    collectives with buffers of the same sizes, and nothing else -- no finding, packing,
+    merging or copying of rows, no per-step agreement on the epoch's end.  The tables
+    then train on each rank's own gradients (training goes wrong; only the timing
+    counts): an upper bound on the speedup of any exchange that moves these bytes.
+    ``--bound none`` drops the collectives too, leaving DDP's all-reduce alone."""
+    sync, share = distributed.sync_sparse_grads, distributed.share_updated_rows
+    replays = {}
+
+    def bare_sync(model, ctx):
+        if "sync" not in replays:
+            owned, replays["sync"] = _collectives_of(lambda: sync(model, ctx))
+            return owned
+        if keep_collectives:
+            replays["sync"]()
+        return []
+
+    def bare_share(owned, optimizers, ctx):
+        if "share" not in replays:
+            _, replays["share"] = _collectives_of(lambda: share(owned, optimizers, ctx))
+        elif keep_collectives:
+            replays["share"]()
+
+    distributed.sync_sparse_grads, distributed.share_updated_rows = bare_sync, bare_share
+    distributed.in_lockstep = lambda batches, ctx, stop=None: batches  # equal shards here
+
+
 def _ddp_worker(rank: int, world: int, port: int, args: argparse.Namespace, q) -> None:
     from widedeep import distributed
     from widedeep.datasets import synth
@@ -263,6 +317,8 @@ def _ddp_worker(rank: int, world: int, port: int, args: argparse.Namespace, q) -
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
         distributed.use(distributed.Context(rank, world))
+        if args.bound:
+            _bare_exchange(distributed, keep_collectives=args.bound == "collectives")
     steps = DDP_WARM_STEPS + args.steps
     table = synth.generate(args.batch_size * world * steps, seed=1)
     spec = synth.synth_spec().fit(table)
@@ -402,7 +458,7 @@ def run(quick: bool = False) -> dict:
                 ns(cross_buckets=[10_000, 100_000_000], batch_size=1024, steps=100)
             )
     # three spawned processes importing torch: seconds of start-up for nothing in a smoke run
-    ddp = None if quick else bench_ddp(ns(batch_size=4096, steps=30))
+    ddp = None if quick else bench_ddp(ns(batch_size=4096, steps=30, bound=None))
     memory, streamed = stream
     stream_ratio = streamed["train_examples_per_s_vs_memory"]
     steady_ratio = streamed["steady_examples_per_s_vs_memory"]
@@ -551,6 +607,12 @@ def main() -> None:
     p = sub.add_parser("ddp")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument(
+        "--bound",
+        choices=["collectives", "none"],
+        help="upper bounds, not correct runs: the tables' exchange cut to its bare gloo "
+        "collectives, or left out (DDP's all-reduce alone)",
+    )
     p.add_argument("--out")
     args = parser.parse_args()
     if args.what == "_stream":
