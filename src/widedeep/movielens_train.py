@@ -29,8 +29,8 @@ from .train import TrainConfig, TrainResult, train
 
 TASKS = ("rating", "ranking")
 # The run-loop settings of each task's ready recipe (`widedeep train --dataset movielens
-# --task T` starts from them; flags override), chosen on the validation slice: see the
-# README's recommendation section for the measurements behind each value.
+# --task T` starts from them; flags override), chosen on the validation slice: see
+# docs/movielens.md for the measurements behind each value.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "ranking": {
         "hidden_units": [64, 32],

@@ -53,7 +53,7 @@ ML1M_OCCUPATIONS = (
 )  # fmt: skip
 LIKE_THRESHOLD = 4
 # rating predictions are squashed into the 1-5 scale widened by a quarter star: a sure 1 or
-# 5 is then reached without an infinite logit (chosen on the validation slice, README)
+# 5 is then reached without an infinite logit (chosen on the validation slice, docs/movielens.md)
 RATING_RANGE = (0.75, 5.25)
 HISTORY_LENGTH = 50
 RATED_LENGTH = 500  # rating: the rated history's length (longer: slightly better, bigger batches)
@@ -440,7 +440,7 @@ PRIOR_WEIGHT = 5.0  # pseudo-ratings at the global mean that shrink a mean of fe
 RECENT = 10  # the recent mean's window: the last RECENT ratings
 # The item-side scalars of the per-user slopes (movielens_columns(user_slopes=True)), each
 # centred so that a slope of 0 means "this user is average": centring changes what FTRL's
-# L2 pulls towards, and these exact values were measured (README).
+# L2 pulls towards, and these exact values were measured (docs/movielens.md).
 SLOPE_KEYS = ("movie_mean_dev", "movie_count_dev", "release_dev")
 COUNT_CENTRE = 3.5  # movie_count_dev = movie_count - 3.5; 3.5 ~ log1p(32) earlier ratings
 RELEASE_CENTRE = 1988  # release_dev = clip((release_year - 1988) / 15, -3, 1)
