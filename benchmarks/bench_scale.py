@@ -158,22 +158,21 @@ def bench_wide(args: argparse.Namespace) -> list[dict]:
         # int32, as the encoder gives them (Batch.wide_ids)
         ids = torch.from_numpy((hashed % np.uint64(buckets)).astype(np.int32) + 1)
         dt, cpu = _time_ftrl(buckets, ids, labels, steps)
+        touched = [torch.unique(ids[i]).long() for i in range(5, steps + 5)]  # per timed step
         out.append(
             {
                 "buckets": buckets,
                 "batch": b,
                 "ids_per_row": k,
                 # rows FTRL updates per step: fewer on a small table, where ids collide
-                "distinct_ids_per_step": round(
-                    float(np.mean([len(torch.unique(ids[i])) for i in range(5, steps + 5)]))
-                ),
+                "distinct_ids_per_step": round(float(np.mean([len(r) for r in touched]))),
                 "examples_per_s": round(steps * b / dt),
                 "ms_per_step": round(1000 * dt / steps, 2),
                 # CPU time of this (one-thread) process: unlike wall time, not inflated
                 # when other jobs on a shared machine take the core away
                 "cpu_ms_per_step": round(1000 * cpu / steps, 2),
                 "peak_rss_mb": round(peak_rss_mb()),
-                "row_pass_cpu_ms": round(_row_pass_ms(buckets, ids, steps), 3),
+                "row_pass_cpu_ms": round(_row_pass_ms(buckets, touched), 3),
             }
         )
         print(out[-1], flush=True)
@@ -188,20 +187,19 @@ def bench_wide(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def _row_pass_ms(buckets: int, ids: torch.Tensor, steps: int) -> float:
+def _row_pass_ms(buckets: int, touched: list[torch.Tensor]) -> float:
     """CPU ms per step of the least any step must do with the table: read and write once
-    each distinct row the step touches, in FTRL's packed ``[weight | accum | linear]``
-    layout on huge pages (what the real steps use on a large table)."""
+    the distinct rows each step touches (``touched``), in FTRL's packed ``[weight | accum |
+    linear]`` layout on huge pages (what the real steps use on a large table)."""
     from widedeep.optim import _advise_huge_pages
 
     table = torch.empty(buckets + 1, 3)
     _advise_huge_pages(table)
     table.zero_()  # the first touch, which maps the pages
-    rows = [torch.unique(ids[i]).long() for i in range(5, steps + 5)]
     c0 = time.process_time()
-    for r in rows:
-        table.index_copy_(0, r, table.index_select(0, r))
-    return 1000 * (time.process_time() - c0) / steps
+    for rows in touched:
+        table.index_copy_(0, rows, table.index_select(0, rows))
+    return 1000 * (time.process_time() - c0) / len(touched)
 
 
 def _time_ftrl(

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .heads import outputs
+from .heads import outputs_numpy
 from .model import ModelConfig
 from .predict import Predictor
 from .train import TrainConfig, train
@@ -327,7 +327,7 @@ class _TFEstimator:
         predictor = self._impl._require_fitted()
         logits = predictor.predict_logits(features)
         if predictor.head == "regression":
-            values = outputs(torch.from_numpy(logits), "regression", predictor.output_range)
+            values = outputs_numpy(logits, "regression", predictor.output_range)
             for row in values[:, None]:
                 yield {"predictions": row}
             return

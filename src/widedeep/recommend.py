@@ -83,12 +83,16 @@ class Recommender:
         )
         self.interactions = interactions
         # the item-kNN's similarity, transposed: [rated movie, candidate movie]; a request
-        # reads the user's rated movies' rows only
-        self._similarity = None
+        # reads the user's rated movies' rows only, with their centred ratings (found once)
+        self._similarity = self._rated = None
         if set(ml.NEIGHBOUR_KEYS) & set(predictor.spec.input_keys):
             if similarity is None:
                 similarity = ml.item_similarity(interactions, ml.id_bound(data))
             self._similarity = np.ascontiguousarray(similarity.T)
+            weights = _user_weights(self._users, "rated_weight")
+            rated = np.asarray(self._users.column("rated").combine_chunks().flatten())
+            centred = ml.centred_ratings(weights.values, weights.lengths())
+            self._rated = Ids(rated.astype(np.int64), weights.offsets, centred)
         pair_keys = ml.NEIGHBOUR_KEYS if self._similarity is not None else ()
         self._fast = _BroadcastScorer.build(predictor, self._users, self._items, pair_keys)
 
@@ -133,10 +137,8 @@ class Recommender:
     def neighbour_inputs(self, user: int, rows: np.ndarray) -> dict[str, np.ndarray]:
         """:func:`movielens.neighbour_inputs` of the user (a user-table row) and each item
         row, from the user's rated history as of the end of training: one matrix product."""
-        one = self._users.slice(user, 1)
-        rated = np.asarray(one.column("rated").combine_chunks().flatten())
-        weight = np.asarray(one.column("rated_weight").combine_chunks().flatten())
-        centred = ml.centred_ratings(weight, np.array([len(rated)]))
+        lo, hi = self._rated.offsets[user : user + 2]
+        centred, rated = self._rated.weights[lo:hi], self._rated.values[lo:hi]
         sums = np.stack([centred, np.ones_like(centred)]) @ self._similarity[rated]
         return ml.neighbour_columns(*sums[:, self.item_ids[rows]])
 
